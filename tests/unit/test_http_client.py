@@ -1,0 +1,87 @@
+"""The shared vendor HTTP client against a tiny simulator on loopback: retries, Retry-After, 4xx, cut-offs."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from core.errors import VendorAuthError, VendorError, VendorTransientError
+from core.http import parse_retry_after
+from local.simulators.base import Faults, Request, Response, Simulator, chunked
+
+
+class EchoSimulator(Simulator):
+    name = "echo"
+
+    def routes(self):
+        return [
+            ("GET", r"/ok", lambda req: Response.json({"ok": True})),
+            ("GET", r"/forbidden", lambda req: Response.json({"message": "invalid secret"}, 403)),
+            ("GET", r"/bad", lambda req: Response.json({"error": "customerKey is missing"}, 400)),
+            ("GET", r"/file", self.file),
+        ]
+
+    def file(self, req: Request) -> Response:
+        data = b"x" * 200_000
+        return Response(body=chunked(data, 10_000), content_type="application/zip", length=len(data), download=True)
+
+
+@pytest.fixture
+def sim():
+    with EchoSimulator() as s:
+        yield s
+
+
+def test_ok_passes_through(sim, vendor_http):
+    assert vendor_http("echo").json("GET", sim.base_url + "/ok") == {"ok": True}
+
+
+def test_429_is_retried_honouring_retry_after(sim, vendor_http, sleeps):
+    sim.faults.rate_limit, sim.faults.retry_after = 2, 7
+    assert vendor_http("echo").json("GET", sim.base_url + "/ok") == {"ok": True}
+    assert sleeps.delays == [7.0, 7.0]
+    assert [c.status for c in sim.calls] == [429, 429, 200]
+
+
+def test_5xx_retried_then_transient_error_names_the_call_not_the_query(sim, vendor_http):
+    sim.faults.server_errors = 10
+    with pytest.raises(VendorTransientError) as err:
+        vendor_http("echo", attempts=3).json("GET", sim.base_url + "/ok?customerKey=secret-key")
+    assert "echo: GET /ok answered HTTP 503" in str(err.value)
+    assert "secret-key" not in str(err.value)
+    assert len(sim.calls) == 3
+
+
+def test_connection_refused_is_transient(vendor_http):
+    with pytest.raises(VendorTransientError, match="connection failed after 2 tries"):
+        vendor_http("echo", attempts=2).request("GET", "http://127.0.0.1:9/nothing")
+
+
+def test_403_fails_at_once_with_vendor_message(sim, vendor_http):
+    with pytest.raises(VendorAuthError, match=r"HTTP 403 \(invalid secret\); check the vendor credentials"):
+        vendor_http("echo").json("GET", sim.base_url + "/forbidden")
+    assert len(sim.calls) == 1
+
+
+def test_400_fails_at_once_with_vendor_message(sim, vendor_http):
+    with pytest.raises(VendorError, match=r"HTTP 400 \(customerKey is missing\)"):
+        vendor_http("echo").json("GET", sim.base_url + "/bad")
+    assert len(sim.calls) == 1
+
+
+def test_cut_download_is_visible_to_the_reader(vendor_http):
+    with EchoSimulator(faults=Faults(cut_download_after=50_000)) as sim:
+        response = vendor_http("echo").request("GET", sim.base_url + "/file", stream=True)
+        assert response.headers["Content-Length"] == "200000"
+        with pytest.raises(requests.exceptions.RequestException):
+            b"".join(response.iter_content(8192))
+        # the second download is whole: only one was configured to break
+        response = vendor_http("echo").request("GET", sim.base_url + "/file", stream=True)
+        assert len(b"".join(response.iter_content(8192))) == 200_000
+
+
+def test_retry_after_parses_seconds_and_dates():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("soon") is None

@@ -148,7 +148,14 @@ class Schedule(BaseModel):
 
     def next_check_at(self, job: Job, now: datetime) -> datetime:
         """The next look after the `job.checks`-th check, never past the deadline."""
-        gap = self.interval * (self.backoff ** max(job.checks - 1, 0))
+        # Grow step by step and stop once capped: the raw power overflows a timedelta after ~70 checks
+        # (an hourly-polled job reaches that within days), and past the cap the answer cannot change.
+        cap = min(self.max_interval or self.deadline, self.deadline)
+        gap = self.interval
+        for _ in range(max(job.checks - 1, 0)):
+            if gap >= cap:
+                break
+            gap = gap * self.backoff
         if self.max_interval is not None:
             gap = min(gap, self.max_interval)
         return min(now + scaled(gap), max(job.deadline_at, now))
@@ -202,8 +209,10 @@ class Connector(Protocol):
     schedule: ClassVar[Schedule]
     credentials_model: ClassVar[type[Credentials]]
 
-    def cannot_act_on(self, subject: Subject, action: Action) -> str | None:
-        """None if the connector can act on these identifiers; otherwise the reason it is skipped."""
+    @classmethod
+    def cannot_act_on(cls, subject: Subject, action: Action) -> str | None:
+        """None if the connector can act on these identifiers; otherwise the reason it is skipped.
+        A classmethod: intake decides before any credentials are read."""
 
     def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job: ...
 

@@ -1,0 +1,394 @@
+"""Qualifio: GDPR "rules" over the participation profiles that match an email (VENDORS.md section 3).
+
+    start   GET profiles by email -> POST one exportData / forgottenRight rule holding every profile id
+            -> PUT validate as the configured DPO user when `auto_validate` (otherwise a human DPO does it)
+    check   GET the rule: NEW (waiting for a DPO) -> APPROVED (processing) -> FINISHED (+ top-level archive id)
+    fetch   GET the rule's archive location -> stream GET {url} (a zip of JSON); erasure has no deliverable
+
+No matching profile is a normal outcome ("no data held"): no rule is created. The Job keeps the rule id
+(job_id) and counts/flags only; never the email nor anything from a profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from typing import Any, ClassVar, Iterator
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+import urllib3
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
+
+from connectors.base import (
+    Action,
+    Archive,
+    Credentials,
+    Job,
+    JobContext,
+    Progress,
+    Schedule,
+    Subject,
+    new_job,
+)
+from core.clock import iso_z, scaled
+from core.errors import ArchiveTransferError, UnsupportedAction, VendorError, VendorTransientError
+from core.http import VendorHttp
+
+log = logging.getLogger(__name__)
+
+NO_DATA_REASON = "no data held: no Qualifio profile matches the subject's email"
+# A rule waiting for a human DPO: looking every few minutes would only burn invocations.
+APPROVAL_WAIT = timedelta(hours=6)
+DOWNLOAD_CHUNK = 64 * 1024
+
+EXPORT_RULE = "GDPR_ExportData"
+ERASE_RULE = "GDPR_ForgottenRight"
+
+
+class QualifioCredentials(Credentials):
+    api_token: SecretStr = Field(min_length=1)
+    client_id: int = Field(gt=0)
+    dpo_user_id: int = Field(gt=0)
+    # Strict: a string like "false" must not silently switch on automatic DPO validation.
+    auto_validate: StrictBool
+
+
+# --- vendor answers (only the fields we use; profile contents are never kept) ---------------------------
+
+
+class _Profile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: int | str
+    email: str | None = None
+
+
+class _RuleStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    rule_status: _RuleStatus = Field(alias="ruleStatus")
+    archive: str | None = None
+
+    @field_validator("id", "archive", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def status(self) -> str:
+        return self.rule_status.status
+
+
+class _ArchiveLocation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1)
+    download_count: int | None = Field(default=None, alias="downloadCount")
+
+
+class QualifioConnector:
+    name: ClassVar[str] = "qualifio"
+    actions: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT, Action.ERASE})
+    # Rules finish within minutes to hours once validated; 20 days leaves a human DPO time to validate
+    # and still answer within the GDPR month.
+    schedule: ClassVar[Schedule] = Schedule(
+        first_check=timedelta(minutes=2),
+        interval=timedelta(minutes=5),
+        backoff=1.5,
+        max_interval=timedelta(hours=1),
+        deadline=timedelta(days=20),
+    )
+    credentials_model: ClassVar[type[Credentials]] = QualifioCredentials
+
+    def __init__(self, credentials: QualifioCredentials, http: VendorHttp | None = None):
+        self.credentials = credentials
+        self.http = http or VendorHttp(self.name)
+
+    # --- protocol -----------------------------------------------------------------------------------
+
+    @classmethod
+    def cannot_act_on(cls, subject: Subject, action: Action) -> str | None:
+        if action not in cls.actions:
+            return f"Qualifio does not offer the '{action.value}' action"
+        if not (subject.email and subject.email.strip()):
+            return "Qualifio finds profiles by email only, and the request has no email address"
+        return None
+
+    def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
+        reason = self.cannot_act_on(subject, action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: {reason}")
+        assert subject.email is not None
+
+        profile_ids = self._find_profiles(subject.email.strip())
+        if not profile_ids:
+            # Nothing to export or erase: a reportable success, and no rule is created at Qualifio.
+            job = new_job(self, action, ctx, None, no_profiles=True)
+            return job.model_copy(update={"next_check_at": ctx.now})
+
+        dry_run = action is Action.ERASE and ctx.dry_run
+        rule = self._create_rule(action, profile_ids, ctx, dry_run)
+        validated = False
+        if self.credentials.auto_validate:
+            validated = self._validate(rule.id, on_failure="at submission")
+        log.info(
+            "qualifio rule created",
+            extra={"vendor": self.name, "rule_id": rule.id, "profiles": len(profile_ids), "validated": validated},
+        )
+        state: dict[str, Any] = {"profiles": len(profile_ids), "validated": validated}
+        if action is Action.ERASE:
+            state["dry_run"] = dry_run
+        return new_job(self, action, ctx, rule.id, **state)
+
+    def check(self, job: Job, ctx: JobContext) -> Progress:
+        if job.state.get("no_profiles"):
+            return Progress.ready(NO_DATA_REASON)
+        rule_id = self._rule_id(job)
+        rule = self._get_rule(rule_id)
+        status = rule.status
+
+        if status == "FINISHED":
+            if job.action is Action.ERASE:
+                if job.state.get("dry_run"):
+                    return Progress.ready(
+                        f"erasure dry run of rule {rule_id} finished; Qualifio deleted nothing", status
+                    )
+                return Progress.ready(f"erasure rule {rule_id} finished; Qualifio reports the profiles deleted", status)
+            if not rule.archive:
+                return Progress.failed(
+                    f"export rule {rule_id} reports FINISHED but names no archive; ask Qualifio support", status
+                )
+            return Progress.ready(f"export rule {rule_id} finished with archive {rule.archive}", status)
+
+        if status not in ("NEW", "APPROVED"):
+            # Denied by a DPO, or a status the contract does not document: never guess it is fine.
+            return Progress.failed(
+                f"Qualifio rule {rule_id} reports status {status!r}; it will not be processed "
+                f"(a DPO may have denied it); review it in Qualifio and submit again if needed",
+                status,
+            )
+
+        if ctx.now > job.deadline_at:
+            waiting = "no DPO validated it" if status == "NEW" else "Qualifio was still processing it"
+            return Progress.failed(
+                f"DeadlineExceeded: Qualifio rule {rule_id} was still {status} at its deadline "
+                f"{iso_z(job.deadline_at)} ({waiting})",
+                status,
+            )
+
+        if status == "NEW":
+            if not self.credentials.auto_validate:
+                return Progress.needs_approval(
+                    min(ctx.now + scaled(APPROVAL_WAIT), max(job.deadline_at, ctx.now)),
+                    f"waiting for a DPO to validate rule {rule_id} in Qualifio",
+                    status,
+                )
+            # Validation failed transiently at submission; validating here (not re-submitting)
+            # avoids a second rule for the same request.
+            validated = job.state.get("validated") or self._validate(rule_id, on_failure="on a later check")
+            return Progress.pending(
+                self.schedule.next_check_at(job, ctx.now),
+                f"rule {rule_id} is validated and waiting to be processed by Qualifio"
+                if validated
+                else f"validating rule {rule_id} failed for now (Qualifio unavailable); retrying at the next check",
+                status,
+            )
+
+        return Progress.pending(
+            self.schedule.next_check_at(job, ctx.now), f"Qualifio is processing rule {rule_id}", status
+        )
+
+    def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
+        # Erasure has no deliverable; "no data held" has nothing to deliver.
+        if job.action is Action.ERASE or job.state.get("no_profiles"):
+            return []
+        rule_id = self._rule_id(job)
+        rule = self._get_rule(rule_id)
+        if rule.status != "FINISHED" or not rule.archive:
+            raise VendorError(
+                self.name,
+                f"export rule {rule_id} has no archive to download yet (status {rule.status!r})",
+            )
+        location = self._parse(
+            _ArchiveLocation,
+            self.http.json(
+                "GET",
+                self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}/archive/{quote(rule.archive, safe='')}"),
+                params=self._client(),
+                headers=self._headers(),
+            ),
+            "the archive location",
+        )
+        if location.download_count:
+            # Someone (or an earlier attempt) already downloaded it; worth knowing when auditing.
+            log.info(
+                "qualifio archive downloaded before",
+                extra={"vendor": self.name, "rule_id": rule_id, "download_count": location.download_count},
+            )
+
+        url = urljoin(self.credentials.base_url + "/", location.url)
+        if urlsplit(url).scheme not in ("https", "http"):
+            raise VendorError(self.name, f"the archive location of rule {rule_id} is not an http(s) URL")
+        # The API token goes only to Qualifio's own host, never to wherever a download link points.
+        headers = self._headers() if _same_origin(url, self.credentials.base_url) else {}
+        response = self.http.request("GET", url, stream=True, headers=headers)
+        length = response.headers.get("Content-Length")
+        return [
+            Archive(
+                name=f"qualifio-export-{_safe_name(rule_id)}-{_safe_name(rule.archive)}.zip",
+                content_type=response.headers.get("Content-Type") or "application/zip",
+                chunks=_chunks(response, f"download of export rule {rule_id}"),
+                length=int(length) if length and length.isdigit() else None,
+                close=response.close,
+            )
+        ]
+
+    # --- vendor calls -------------------------------------------------------------------------------
+
+    def _find_profiles(self, email: str) -> list[int | str]:
+        raw = self.http.json(
+            "GET",
+            self._url("/v1/gdpr/profiles"),
+            params={**self._client(), "email": email},
+            headers=self._headers(),
+        )
+        if not isinstance(raw, list):
+            raise VendorError(self.name, "the profile lookup did not answer with a list of profiles")
+        profiles = [self._parse(_Profile, item, "a profile from the lookup") for item in raw]
+        wanted = email.casefold()
+        ids: list[int | str] = []
+        ignored = 0
+        for profile in profiles:
+            # Never put someone else's profile into a rule (an erasure would delete it): a profile that
+            # states a different email is left out.
+            if profile.email is not None and profile.email.strip().casefold() != wanted:
+                ignored += 1
+                continue
+            if profile.id not in ids:
+                ids.append(profile.id)
+        if ignored:
+            log.warning(
+                "qualifio lookup returned profiles for other emails; left out",
+                extra={"vendor": self.name, "ignored": ignored},
+            )
+        return ids
+
+    def _create_rule(self, action: Action, profile_ids: list[int | str], ctx: JobContext, dry_run: bool) -> _Rule:
+        if action is Action.EXPORT:
+            path, rule_type = "/v1/gdpr/rules/exportData", EXPORT_RULE
+            default = f"GDPR Art. 15/20 access request {ctx.request_id}"
+        else:
+            path, rule_type = "/v1/gdpr/rules/forgottenRight", ERASE_RULE
+            default = f"GDPR Art. 17 erasure request {ctx.request_id}"
+        body: dict[str, Any] = {
+            "ruleType": rule_type,
+            "clientId": self.credentials.client_id,
+            "ruleTypePayload": {"profiles": profile_ids},
+            "justification": (ctx.justification or "").strip() or default,
+            "userId": self.credentials.dpo_user_id,
+        }
+        if dry_run:
+            body["test"] = True
+        raw = self.http.json("POST", self._url(path), params=self._client(), headers=self._headers(), json=body)
+        rule = self._parse(_Rule, raw, f"the new {rule_type} rule")
+        if rule.status != "NEW":
+            log.info("qualifio rule not NEW at creation", extra={"vendor": self.name, "status": rule.status})
+        return rule
+
+    def _validate(self, rule_id: str, on_failure: str) -> bool:
+        """Validate as the configured DPO user. A transient failure is left to `check` to retry."""
+        try:
+            self.http.json(
+                "PUT",
+                self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}/validate"),
+                params=self._client(),
+                headers=self._headers(),
+                json={"dpo": self.credentials.dpo_user_id},
+            )
+        except VendorTransientError:
+            log.warning(
+                "qualifio rule validation deferred",
+                extra={"vendor": self.name, "rule_id": rule_id, "when": on_failure},
+            )
+            return False
+        except VendorError as exc:
+            # The rule exists but stays NEW: say which one, so a DPO can validate or delete it by hand.
+            detail = exc.message.removeprefix(f"{self.name}: ")
+            raise type(exc)(
+                self.name,
+                f"rule {rule_id} was created but could not be validated {on_failure} as the configured "
+                f"DPO user (dpo_user_id): {detail}",
+                exc.status_code,
+            ) from None
+        return True
+
+    def _get_rule(self, rule_id: str) -> _Rule:
+        raw = self.http.json(
+            "GET",
+            self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}"),
+            params=self._client(),
+            headers=self._headers(),
+        )
+        return self._parse(_Rule, raw, f"rule {rule_id}")
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.credentials.base_url + path
+
+    def _client(self) -> dict[str, str]:
+        return {"clientId": str(self.credentials.client_id)}
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-token": self.credentials.api_token.get_secret_value(), "Accept": "application/json"}
+
+    def _rule_id(self, job: Job) -> str:
+        if not job.job_id:
+            raise VendorError(self.name, "the job carries no Qualifio rule id; it cannot be checked")
+        return job.job_id
+
+    def _parse(self, model: type[BaseModel], raw: Any, what: str) -> Any:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_input=False)[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(body)"
+            raise VendorError(
+                self.name, f"{what} has an unexpected shape: field '{field}' {first['msg'].lower()}"
+            ) from None
+
+
+def _chunks(response: requests.Response, what: str) -> Iterator[bytes]:
+    received = 0
+    try:
+        for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            if chunk:
+                received += len(chunk)
+                yield chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ArchiveTransferError(
+            f"qualifio: {what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored. "
+            "The archive link can be downloaded again: retry"
+        ) from None
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def _safe_name(value: str) -> str:
+    """Vendor ids go into an S3 key: keep them to a harmless alphabet."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:64]
+
+
+__all__ = ["QualifioConnector", "QualifioCredentials", "NO_DATA_REASON", "APPROVAL_WAIT"]

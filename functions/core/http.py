@@ -97,6 +97,8 @@ class VendorHttp:
         session: requests.Session | None = None,
     ):
         self.vendor = vendor
+        # Path fragments that are secrets (e.g. Bloomreach's project token) -> what to show in errors and logs.
+        self.redact: dict[str, str] = {}
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.session = session or requests.Session()
@@ -108,8 +110,7 @@ class VendorHttp:
         handed over: a stream that breaks later is the caller's to handle (ArchiveTransferError).
         """
         kwargs.setdefault("timeout", self.timeout)
-        path = requests.utils.urlparse(url).path
-        what = f"{method} {path}"
+        what = f"{method} {self._path(url)}"
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 response = self.session.request(method, url, stream=stream, **kwargs)
@@ -152,10 +153,16 @@ class VendorHttp:
         except ValueError:
             raise VendorError(
                 self.vendor,
-                f"{method} {requests.utils.urlparse(url).path} answered HTTP {response.status_code} "
+                f"{method} {self._path(url)} answered HTTP {response.status_code} "
                 f"with a body that is not JSON",
                 response.status_code,
             ) from None
+
+    def _path(self, url: str) -> str:
+        path = requests.utils.urlparse(url).path
+        for secret, shown in self.redact.items():
+            path = path.replace(secret, shown)
+        return path
 
     def _pause(self, what: str, reason: str, attempt: int, retry_after: float | None) -> None:
         delay = self.retry.delay(attempt, retry_after)

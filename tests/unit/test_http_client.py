@@ -85,3 +85,14 @@ def test_retry_after_parses_seconds_and_dates():
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
+
+
+def test_redacted_path_fragments_never_reach_errors_or_logs(sim, vendor_http, caplog):
+    http = vendor_http("echo", attempts=2)
+    http.redact["/forbidden"] = "/{token}"
+    sim.faults.server_errors = 1
+    with caplog.at_level("WARNING"), pytest.raises(VendorAuthError) as err:
+        http.json("GET", sim.base_url + "/forbidden")
+    assert "GET /{token} was refused" in str(err.value)
+    assert "/forbidden" not in str(err.value)
+    assert caplog.records and all("/forbidden" not in str(r.__dict__) for r in caplog.records)

@@ -1,0 +1,480 @@
+"""Bloomreach Engagement: synchronous GDPR calls on the customer data API (VENDORS.md section 2).
+
+    export  start makes no call: Bloomreach answers export-one at once, and that answer (PII) must not ride
+            in the Job through the execution history. check is ready at once; fetch POSTs export-one,
+            spools the answer (memory, then /tmp), checks `success`, then streams the spooled bytes on.
+    erase   start POSTs anonymize. The vendor queues the work and offers no status endpoint, so
+            "accepted by vendor" is the completion we can prove.
+    bulk    export_all(BulkExportOptions) streams the whole-project (or one segment's) export.
+
+Bloomreach reports some failures as HTTP 200 with {"success": false, "errors": [...]}: success is HTTP 200
+*and* `success: true`, checked before anything is handed on. Customers are identified by `customer_ids`
+(registered, cookie, ...), never guessed from an email.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from datetime import timedelta
+from typing import IO, Annotated, Any, Callable, ClassVar, Iterator, Literal, Union
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, field_validator
+
+from connectors.base import (
+    Action,
+    Archive,
+    Credentials,
+    Job,
+    JobContext,
+    Progress,
+    Schedule,
+    Subject,
+    new_job,
+    parse_credentials,
+)
+from core.clock import iso_z
+from core.errors import ArchiveTransferError, UnsupportedAction, VendorError
+from core.http import VendorHttp
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+# export-one answers are spooled: in memory up to this size, then in a temp file (Lambda /tmp).
+SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
+# Lambda's /tmp is 512 MiB by default; refuse clearly before filling it.
+EXPORT_ONE_MAX_BYTES = 400 * 1024 * 1024
+# A bulk export's error answer is a few hundred bytes; this much of the head is enough to recognise one.
+BULK_PEEK_BYTES = 64 * 1024
+
+NO_IDS_REASON = "no customer_ids given (Bloomreach identifies customers by ids such as 'registered')"
+NO_CUSTOMER = "customer does not exist"  # Bloomreach's 404 text for export-one / anonymize
+ERASE_ACCEPTED = "anonymization accepted by vendor; Bloomreach offers no completion status"
+ERASE_NO_CUSTOMER = "no data held: Bloomreach has no customer with these ids, so there is nothing to anonymize"
+EXPORT_READY = "Bloomreach answers at once: the export is read when the archive is collected"
+
+
+class BloomreachCredentials(Credentials):
+    # The token is a path segment: only the characters real tokens use, so it cannot re-route a call.
+    project_token: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    # Basic auth joins id and secret with ':', so the id cannot contain one.
+    api_key_id: str = Field(min_length=1, pattern=r"^[^:\s]+$")
+    api_secret: SecretStr = Field(min_length=1)
+
+
+# --- bulk export body (every documented field) ------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class IdAttribute(_Strict):
+    type: Literal["id"] = "id"
+    id: str = Field(min_length=1)
+
+
+class PropertyAttribute(_Strict):
+    type: Literal["property"] = "property"
+    property: str = Field(min_length=1)
+
+
+Attribute = Annotated[Union[IdAttribute, PropertyAttribute], Field(discriminator="type")]
+
+
+class SomeAttributes(_Strict):
+    """Only these columns, in this order (the CSV header follows it)."""
+
+    type: Literal["some"] = "some"
+    items: tuple[Attribute, ...] = Field(alias="list", min_length=1)
+
+
+class AllAttributes(_Strict):
+    type: Literal["properties_and_ids"] = "properties_and_ids"
+
+
+class SegmentFilter(_Strict):
+    type: Literal["segment"] = "segment"
+    segmentation_id: str = Field(min_length=1)
+    segment_index: StrictInt = Field(ge=-1)  # -1: customers in no segment of the segmentation
+
+
+class AllFilter(_Strict):
+    type: Literal["all"] = "all"
+
+
+# Continent/City (and deeper, e.g. America/Argentina/Buenos_Aires, Etc/GMT+1), or UTC.
+_TIMEZONE = re.compile(r"^(UTC|[A-Z][A-Za-z]+(/[A-Za-z0-9][A-Za-z0-9_+-]*)+)$")
+
+
+class BulkExportOptions(_Strict):
+    """The body of `export` (export all customers)."""
+
+    format: Literal["csv", "table_json", "native_json"]  # native_json: what older clients send
+    attributes: Annotated[Union[SomeAttributes, AllAttributes], Field(discriminator="type")] = AllAttributes()
+    filter: Annotated[Union[SegmentFilter, AllFilter], Field(discriminator="type")] = AllFilter()
+    # When filter and attributes are evaluated (unix seconds; the vendor documents int32). None: now.
+    execution_time: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _continent_city(cls, value: str) -> str:
+        if not _TIMEZONE.fullmatch(value):
+            raise ValueError("must be a tz database name like 'Africa/Lagos' (Continent/City) or 'UTC'")
+        return value
+
+    def to_body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- the connector --------------------------------------------------------------------------------------
+
+
+class BloomreachConnector:
+    name: ClassVar[str] = "bloomreach"
+    actions: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT, Action.ERASE})
+    # Synchronous vendor: look at once; the interval only matters if a check is retried.
+    schedule: ClassVar[Schedule] = Schedule(
+        first_check=timedelta(0), interval=timedelta(minutes=1), deadline=timedelta(days=1)
+    )
+    credentials_model: ClassVar[type[Credentials]] = BloomreachCredentials
+
+    spool_memory_bytes: int = SPOOL_MEMORY_BYTES
+    export_one_max_bytes: int = EXPORT_ONE_MAX_BYTES
+
+    def __init__(self, credentials: BloomreachCredentials | dict[str, Any], http: VendorHttp | None = None):
+        if not isinstance(credentials, BloomreachCredentials):
+            credentials = parse_credentials(self.name, BloomreachCredentials, credentials)  # type: ignore[assignment]
+        self.credentials: BloomreachCredentials = credentials  # type: ignore[assignment]
+        self.http = http or VendorHttp(self.name)
+        # Paths hold the project token (part of the secret): the client shows a placeholder instead.
+        self.http.redact[f"/projects/{credentials.project_token}/"] = "/projects/{projectToken}/"
+
+    # --- protocol ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def cannot_act_on(cls, subject: Subject, action: Action) -> str | None:
+        if action not in cls.actions:
+            return f"Bloomreach does not offer the '{action.value}' action"
+        if not subject.customer_ids:
+            return NO_IDS_REASON
+        empty = sorted(kind for kind, value in subject.customer_ids.items() if not value.strip())
+        if empty:
+            return f"customer id(s) {', '.join(repr(k) for k in empty)} are empty"
+        return None
+
+    def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
+        reason = self.cannot_act_on(subject, action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: {reason}")
+        if action is Action.EXPORT:
+            # No call now: the answer would be the customer's data, and the Job goes into the execution
+            # history. fetch makes the call and streams the answer straight to the archive store.
+            return new_job(self, action, ctx, None)
+
+        try:
+            response = self._post("anonymize", {"customer_ids": dict(subject.customer_ids)})
+        except VendorError as exc:
+            if _customer_missing(exc):
+                log.info("bloomreach: no customer to anonymize", extra={"vendor": self.name})
+                return new_job(self, action, ctx, None, no_customer=True)
+            raise
+        with response:
+            body = _json_body(self.name, "anonymize", response)
+        self._require_success("anonymize", body)
+        log.info("bloomreach: anonymization accepted", extra={"vendor": self.name})
+        return new_job(self, action, ctx, None, accepted=True)
+
+    def check(self, job: Job, ctx: JobContext) -> Progress:
+        if job.action is Action.ERASE:
+            if job.state.get("no_customer"):
+                return Progress.ready(ERASE_NO_CUSTOMER)
+            if job.state.get("accepted"):
+                return Progress.ready(ERASE_ACCEPTED)
+            return Progress.failed(
+                "the erase job holds no record that Bloomreach accepted the anonymization; submit it again"
+            )
+        # Export is done only once collected; a day without collecting means the workflow stalled.
+        if ctx.now > job.deadline_at:
+            return Progress.failed(
+                f"DeadlineExceeded: the Bloomreach export was not collected before its deadline "
+                f"{iso_z(job.deadline_at)}"
+            )
+        return Progress.ready(EXPORT_READY)
+
+    def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
+        if job.action is not Action.EXPORT:
+            return []  # anonymization has no deliverable
+        reason = self.cannot_act_on(ctx.subject, job.action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: {reason}")
+        try:
+            response = self._post("export-one", {"customer_ids": dict(ctx.subject.customer_ids)}, stream=True)
+        except VendorError as exc:
+            if _customer_missing(exc):
+                log.info("bloomreach: no customer with these ids", extra={"vendor": self.name})
+                return []  # "no data held": a success with nothing to store
+            raise
+
+        spool, size = self._spool(response)
+        try:
+            # HTTP 200 is not success yet: the body must say `success: true`.
+            spool.seek(0)
+            try:
+                summary = top_level_summary(spool.read)
+            except ValueError:
+                raise VendorError(
+                    self.name, "export-one answered HTTP 200 with a body that is not a JSON object", 200
+                ) from None
+            self._require_success("export-one", summary)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return [
+            Archive(
+                name="bloomreach-export-one.json",
+                content_type="application/json",
+                chunks=_read_chunks(spool),
+                length=size,  # exactly what was received and checked
+                close=spool.close,
+            )
+        ]
+
+    # --- bulk export --------------------------------------------------------------------------------------
+
+    def export_all(self, options: BulkExportOptions) -> Archive:
+        """Every customer of the project (or of one segment), streamed: it can be very large."""
+        response = self._post("export", options.to_body(), stream=True)
+        try:
+            pieces = response.iter_content(CHUNK)
+            head, ended = _peek(pieces, BULK_PEEK_BYTES)
+            self._check_bulk_head(b"".join(head), ended, options)
+        except requests.RequestException:
+            response.close()
+            raise ArchiveTransferError(f"{self.name}: the bulk export broke off before its first bytes") from None
+        except BaseException:
+            response.close()
+            raise
+        log.info(
+            "bloomreach: bulk export streaming",
+            extra={"vendor": self.name, "format": options.format, "filter": options.filter.type},
+        )
+        csv = options.format == "csv"
+        return Archive(
+            name="bloomreach-export-all." + ("csv" if csv else "json"),
+            content_type="text/csv" if csv else "application/json",
+            chunks=self._stream_rest(head, pieces),
+            length=_announced_length(response),
+            close=response.close,
+        )
+
+    def _check_bulk_head(self, head: bytes, ended: bool, options: BulkExportOptions) -> None:
+        if not head.lstrip().startswith(b"{") or not ended:
+            # CSV data, or a body longer than any error answer: data.
+            return
+        try:
+            body = json.loads(head)
+        except ValueError:
+            if options.format == "csv":
+                return  # odd CSV, but CSV: the DPO reads it
+            raise VendorError(self.name, "export answered HTTP 200 with a body that is not valid JSON", 200) from None
+        if isinstance(body, dict) and ("success" in body or "errors" in body):
+            self._require_success("export", body)
+
+    def _stream_rest(self, head: list[bytes], pieces: Iterator[bytes]) -> Iterator[bytes]:
+        yield from head
+        received = sum(len(p) for p in head)
+        try:
+            for piece in pieces:
+                received += len(piece)
+                yield piece
+        except requests.RequestException:
+            raise ArchiveTransferError(
+                f"{self.name}: the bulk export broke off after {received} bytes; nothing was stored"
+            ) from None
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _url(self, suffix: str) -> str:
+        c = self.credentials
+        return f"{c.base_url}/data/v2/projects/{c.project_token}/customers/{suffix}"
+
+    def _post(self, suffix: str, body: dict[str, Any], *, stream: bool = False) -> requests.Response:
+        c = self.credentials
+        return self.http.request(
+            "POST",
+            self._url(suffix),
+            json=body,
+            auth=(c.api_key_id, c.api_secret.get_secret_value()),
+            headers={"Accept": "application/json, text/csv"},
+            stream=stream,
+        )
+
+    def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]
+        size = 0
+        try:
+            for piece in response.iter_content(CHUNK):
+                size += len(piece)
+                if size > self.export_one_max_bytes:
+                    raise VendorError(
+                        self.name,
+                        f"the export-one answer exceeds {self.export_one_max_bytes // (1024 * 1024)} MiB, more "
+                        f"than can be checked in this function's temporary storage; raise its ephemeral storage",
+                    )
+                spool.write(piece)
+        except requests.RequestException:
+            spool.close()
+            raise ArchiveTransferError(
+                f"{self.name}: the export-one answer broke off after {size} bytes; nothing was stored"
+            ) from None
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            response.close()
+        return spool, size
+
+    def _require_success(self, call: str, body: Any) -> None:
+        if isinstance(body, dict) and body.get("success") is True:
+            return
+        if isinstance(body, dict) and body.get("success") is False:
+            raise VendorError(self.name, f"{call} answered HTTP 200 with success false ({_errors(body)})", 200)
+        raise VendorError(self.name, f"{call} answered HTTP 200 without 'success: true' ({_errors(body)})", 200)
+
+
+# --- module helpers ---------------------------------------------------------------------------------------
+
+
+def _customer_missing(exc: VendorError) -> bool:
+    # The client has already read and closed the 404 body; its quoted text is what tells "customer does
+    # not exist" (no data held) from "project not found" (a configuration error).
+    return exc.status_code == 404 and NO_CUSTOMER in exc.message.lower()
+
+
+def _errors(body: Any, limit: int = 300) -> str:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not errors:
+        return "the vendor gave no error message"
+    if isinstance(errors, (list, tuple)):
+        text = "; ".join(e if isinstance(e, str) else json.dumps(e, sort_keys=True) for e in errors)
+    else:
+        text = errors if isinstance(errors, str) else json.dumps(errors, sort_keys=True)
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _json_body(vendor: str, call: str, response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise VendorError(vendor, f"{call} answered HTTP {response.status_code} with a body that is not JSON") from None
+
+
+def _read_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
+    while piece := fileobj.read(CHUNK):
+        yield piece
+
+
+def _peek(pieces: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first pieces, up to `limit` bytes, and whether the body ended within them."""
+    head: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size >= limit:
+            return head, False
+    return head, True
+
+
+def _announced_length(response: requests.Response) -> int | None:
+    # requests decodes gzip/deflate, so a compressed Content-Length is not the length the reader sees.
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return None
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+_STRUCTURAL = re.compile(rb'["{}\[\]]')
+_STRING_STOP = re.compile(rb'["\\]')
+
+
+def top_level_summary(
+    read: Callable[[int], bytes],
+    *,
+    chunk: int = CHUNK,
+    keep_nested: int = 16 * 1024,
+    max_top_level: int = 1024 * 1024,
+) -> Any:
+    """Parse a JSON document read in chunks, keeping only its top level: memory stays bounded.
+
+    Containers nested inside the top-level value are kept when they take at most `keep_nested` bytes
+    (an `errors` list) and replaced by null otherwise (a customer's `events`). Raises ValueError when the
+    document is not JSON, is truncated, or its top level alone exceeds `max_top_level` bytes.
+    """
+    top = bytearray()
+    nested: bytearray | None = None  # the depth-2 container being copied; None once it is too big
+    depth = 0
+    in_string = escaped = False
+
+    def emit(piece: bytes) -> None:
+        nonlocal nested
+        if depth >= 2:
+            if nested is not None:
+                nested.extend(piece)
+                if len(nested) > keep_nested:
+                    nested = None
+        else:
+            top.extend(piece)
+            if len(top) > max_top_level:
+                raise ValueError("the top level of the document is too large")
+
+    while data := read(chunk):
+        pos, end = 0, len(data)
+        while pos < end:
+            if escaped:
+                emit(data[pos : pos + 1])
+                pos += 1
+                escaped = False
+                continue
+            if in_string:
+                m = _STRING_STOP.search(data, pos)
+                if m is None:
+                    emit(data[pos:])
+                    break
+                emit(data[pos : m.end()])
+                pos = m.end()
+                escaped, in_string = (True, True) if m.group() == b"\\" else (False, False)
+                continue
+            m = _STRUCTURAL.search(data, pos)
+            if m is None:
+                emit(data[pos:])
+                break
+            emit(data[pos : m.start()])
+            pos = m.end()
+            token = m.group()
+            if token == b'"':
+                emit(token)
+                in_string = True
+            elif token in (b"{", b"["):
+                if depth == 1:
+                    nested = bytearray()
+                depth += 1
+                emit(token)
+            else:
+                if depth == 0:
+                    raise ValueError("unbalanced brackets")
+                emit(token)
+                depth -= 1
+                if depth == 1:
+                    top.extend(nested if nested is not None else b"null")
+                    nested = None
+    if in_string or depth != 0:
+        raise ValueError("the document is truncated")
+    return json.loads(bytes(top))

@@ -1,0 +1,172 @@
+"""store_archive into moto S3, in-process: throughput and peak memory for 16, 64 and 256 MiB archives.
+
+Archives arrive in 64 KiB chunks (what the connectors read from `iter_content`) and go up in the
+production part size (8 MiB). Two passes per size, because tracemalloc slows allocation-heavy code:
+
+- timed, untraced: MiB/s end to end (chunks -> sha256 -> botocore with its CRC32 trailer -> moto S3),
+  including moto assembling the object in memory on CompleteMultipartUpload (S3 does that server-side);
+- traced: peak while streaming, sampled as CompleteMultipartUpload is sent (moto spills stored parts to
+  temporary files, so: our part buffer + botocore + moto's copies of the request in flight), and the
+  peak for the whole call, which adds moto's in-memory assembly and so grows with the archive.
+  moto's per-request objects sit in reference cycles that only the cyclic GC frees, and it rarely runs
+  here: left alone they pile up to the archive's size. The traced pass collects after each part so the
+  figure shows what stays alive, not moto's garbage (botocore alone leaves no such cycles: see the sink).
+
+A second table repeats both passes with a real botocore client whose HTTP send is replaced by a sink
+that reads and drops each body: our code and botocore, without moto, i.e. what a Lambda holds in memory
+and the ceiling our side of the transfer can reach on this machine.
+
+Prints figures only; it never fails on a number.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import tracemalloc
+from typing import Any, Iterator
+
+import boto3
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+
+from connectors.base import Archive
+from core.archive_store import DEFAULT_PART_SIZE, store_archive
+
+MIB = 1024 * 1024
+SIZES_MIB = (16, 64, 256)
+CHUNK = 64 * 1024
+BUCKET = "dsrflow-bench-archives"
+REGION = "eu-west-1"
+
+
+def _chunks(total: int, pool: bytes) -> Iterator[bytes]:
+    # Slicing a random pool makes a fresh bytes object per chunk, like a socket read, without paying
+    # for a random generator in the figures.
+    sent, offset = 0, 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        if offset + n > len(pool):
+            offset = 0
+        yield pool[offset : offset + n]
+        offset += n
+        sent += n
+
+
+class _SampleAtComplete:
+    """Delegates to the S3 client; frees moto's cyclic garbage after each part and records the traced
+    peak just before CompleteMultipartUpload."""
+
+    def __init__(self, client: Any):
+        self._client = client
+        self.streaming_peak = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        response = self._client.upload_part(**kwargs)
+        gc.collect()
+        return response
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        self.streaming_peak = tracemalloc.get_traced_memory()[1]
+        return self._client.complete_multipart_upload(**kwargs)
+
+
+class _Sink:
+    """Answers botocore's S3 calls at the HTTP layer: drains each body block by block and drops it."""
+
+    def __init__(self, client: Any):
+        events = client.meta.events
+        events.register("before-send.s3.CreateMultipartUpload", self._create)
+        events.register("before-send.s3.UploadPart", self._part)
+        events.register("before-send.s3.CompleteMultipartUpload", self._complete)
+
+    @staticmethod
+    def _answer(request: Any, body: bytes = b"", headers: dict[str, str] | None = None) -> AWSResponse:
+        return AWSResponse(request.url, 200, headers or {}, _Raw(body))
+
+    def _create(self, request: Any, **_: Any) -> AWSResponse:
+        body = b"<InitiateMultipartUploadResult><UploadId>u</UploadId></InitiateMultipartUploadResult>"
+        return self._answer(request, body)
+
+    def _part(self, request: Any, **_: Any) -> AWSResponse:
+        while request.body.read(256 * 1024):
+            pass
+        return self._answer(request, headers={"ETag": '"p"'})
+
+    def _complete(self, request: Any, **_: Any) -> AWSResponse:
+        return self._answer(request, b"<CompleteMultipartUploadResult></CompleteMultipartUploadResult>")
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+def _measure(s3: Any, key_id: str, pool: bytes, size_mib: int) -> tuple[float, int, int, int]:
+    """(MiB/s untraced, streaming peak, whole-call peak, archive bytes) for one archive size."""
+    total = size_mib * MIB
+    key = f"requests/bench/vendor/export/{size_mib}.zip"
+
+    gc.collect()
+    started = time.perf_counter()
+    stored = store_archive(s3, BUCKET, key, key_id, Archive("a.zip", "application/zip", _chunks(total, pool)))
+    elapsed = time.perf_counter() - started
+    if stored.bytes != total:  # a broken run must not print plausible figures
+        raise RuntimeError(f"stored {stored.bytes} bytes of {total}")
+
+    gc.collect()
+    sampler = _SampleAtComplete(s3)
+    tracemalloc.start()
+    try:
+        store_archive(sampler, BUCKET, key, key_id, Archive("a.zip", "application/zip", _chunks(total, pool)))
+        whole_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return size_mib / elapsed, sampler.streaming_peak, whole_peak, total
+
+
+def _table(title: str, rows: Any) -> None:
+    print(title)
+    print(f"{'archive':>9} {'MiB/s':>7} {'peak streaming':>15} {'peak/archive':>13} {'peak whole call':>16}")
+    for size_mib, (rate, streaming, whole, total) in rows:
+        print(
+            f"{size_mib:>5} MiB {rate:>7.0f} {streaming / MIB:>11.1f} MiB "
+            f"{streaming / total:>13.3f} {whole / MIB:>12.1f} MiB",
+            flush=True,
+        )
+
+
+def main() -> None:
+    pool = random.Random(0).randbytes(DEFAULT_PART_SIZE + 3 * CHUNK)  # not a multiple of the part size
+    print(f"part size {DEFAULT_PART_SIZE // MIB} MiB, chunks {CHUNK // 1024} KiB")
+
+    with mock_aws():
+        key_id = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        # Warm-up: botocore's endpoint rules and moto's first-request setup are one-off costs.
+        store_archive(s3, BUCKET, "warmup", key_id, Archive("w", "application/zip", _chunks(MIB, pool)))
+
+        def moto_rows() -> Iterator[tuple[int, tuple[float, int, int, int]]]:
+            for size_mib in SIZES_MIB:
+                yield size_mib, _measure(s3, key_id, pool, size_mib)
+                s3.delete_object(Bucket=BUCKET, Key=f"requests/bench/vendor/export/{size_mib}.zip")
+
+        _table("into moto S3 in-process, SSE-KMS (whole call includes moto assembling the object in memory)",
+               moto_rows())
+
+    # Outside mock_aws: moto's hook is off, the sink answers instead. Dummy credentials for the signer.
+    sink = boto3.client("s3", region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
+    _Sink(sink)
+    store_archive(sink, BUCKET, "warmup", "alias/bench", Archive("w", "application/zip", _chunks(MIB, pool)))
+    print()
+    _table("real botocore, bodies drained and dropped at the HTTP layer (what a Lambda holds)",
+           ((size_mib, _measure(sink, "alias/bench", pool, size_mib)) for size_mib in SIZES_MIB))
+

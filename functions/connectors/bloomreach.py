@@ -137,9 +137,9 @@ class BulkExportOptions(_Strict):
 class BloomreachConnector:
     name: ClassVar[str] = "bloomreach"
     actions: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT, Action.ERASE})
-    # Synchronous vendor: look at once; the interval only matters if a check is retried.
+    # Synchronous vendor: look at once. The deadline only guards a workflow stuck (throttled, paused) for a week.
     schedule: ClassVar[Schedule] = Schedule(
-        first_check=timedelta(0), interval=timedelta(minutes=1), deadline=timedelta(days=1)
+        first_check=timedelta(0), interval=timedelta(minutes=1), deadline=timedelta(days=7)
     )
     credentials_model: ClassVar[type[Credentials]] = BloomreachCredentials
 

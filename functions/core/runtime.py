@@ -1,0 +1,41 @@
+"""Wiring for the Lambda handlers: clients, store and connectors built once per container."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import boto3
+
+from connectors import registry
+from connectors.base import Connector
+from core.secrets import vendor_credentials
+from core.settings import settings
+from core.store import Store
+from core.tasks import Runtime
+
+
+@lru_cache(maxsize=None)
+def client(service: str):
+    return boto3.client(service)
+
+
+def connector_for(vendor: str) -> Connector:
+    # Not cached: the credentials come from Powertools' secret cache (max_age), so a rotated secret is
+    # picked up without a cold start.
+    return registry.build(vendor, vendor_credentials(vendor))
+
+
+def runtime() -> Runtime:
+    s = settings()
+    return Runtime(
+        store=Store(client("s3"), s.archive_bucket, s.archive_kms_key_id),
+        connector_for=connector_for,
+        events=client("events") if s.event_bus_name else None,
+        event_bus_name=s.event_bus_name,
+    )
+
+
+def reset() -> None:
+    """Forget cached clients and settings (the local engine calls this between runs)."""
+    client.cache_clear()
+    settings.cache_clear()

@@ -1,0 +1,51 @@
+"""Deployment settings from the Lambda environment (see ARCHITECTURE.md, "Environment")."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, ValidationError
+
+from core.errors import ConfigError
+
+
+class Settings(BaseModel):
+    archive_bucket: str = Field(min_length=3)
+    archive_kms_key_id: str = Field(min_length=1)
+    vendor_secrets: dict[str, str] = Field(default_factory=dict)
+    state_machine_arn: str | None = None
+    event_bus_name: str | None = None
+    secrets_max_age: int = 300
+
+
+_ENV = {
+    "archive_bucket": "ARCHIVE_BUCKET",
+    "archive_kms_key_id": "ARCHIVE_KMS_KEY_ID",
+    "vendor_secrets": "VENDOR_SECRETS",
+    "state_machine_arn": "STATE_MACHINE_ARN",
+    "event_bus_name": "EVENT_BUS_NAME",
+    "secrets_max_age": "SECRETS_MAX_AGE",
+}
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    raw: dict[str, object] = {}
+    for field, var in _ENV.items():
+        value = os.environ.get(var)
+        if value in (None, ""):
+            continue
+        if field == "vendor_secrets":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError("dsrflow", var, "is not valid JSON") from None
+        raw[field] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        var = _ENV.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise ConfigError("dsrflow", var, "is missing" if first["type"] == "missing" else first["msg"]) from None

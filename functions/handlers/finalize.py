@@ -1,0 +1,15 @@
+"""Task: finalize (logic in core.tasks.finalize): manifest.json, the CRM event, the execution output."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core import tasks
+from core.runtime import runtime
+from handlers.observability import logger, tracer
+
+
+@logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict, context: LambdaContext) -> dict:
+    summary = tasks.finalize(event, runtime())
+    logger.info("request finalized", extra={"status": summary["status"], "counts": summary["counts"]})
+    return summary

@@ -1,0 +1,236 @@
+"""`python -m local`: run a data-subject request end to end on the embedded local cloud.
+
+    python -m local run --email ada.lovelace@example.com --actions export,erase [--vendors-file FILE]
+    python -m local demo
+    python -m local simulator elevate --port 8081
+
+Without --vendors-file the bundled simulators are started and used. Exit code 0 only when the request
+completed; 1 when it partially failed or failed (reasons printed); 2 for a bad command line or request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from local.simulators import SIMULATORS, simulator_class
+from local.simulators.data import SAMPLE
+
+DEMO_TIME_SCALE = 86400.0  # one vendor day per real second: Elevate's 5-day window takes 5 s
+
+
+def _parse_ids(values: list[str]) -> dict[str, str]:
+    ids = {}
+    for item in values:
+        id_type, sep, value = item.partition("=")
+        if not sep or not id_type or not value:
+            raise argparse.ArgumentTypeError(f"--customer-id wants TYPE=VALUE (e.g. registered=crm-1001), got {item!r}")
+        ids[id_type] = value
+    return ids
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    subject: dict[str, Any] = {}
+    if args.email:
+        subject["email"] = args.email
+    if args.customer_key:
+        subject["customer_key"] = args.customer_key
+    if args.customer_id:
+        subject["customer_ids"] = _parse_ids(args.customer_id)
+    request: dict[str, Any] = {"actions": [a.strip() for a in args.actions.split(",") if a.strip()], "subject": subject}
+    if args.vendors:
+        request["vendors"] = [v.strip() for v in args.vendors.split(",") if v.strip()]
+    for field in ("request_id", "justification"):
+        if getattr(args, field):
+            request[field] = getattr(args, field)
+    if args.dry_run:
+        request["dry_run"] = True
+    return request
+
+
+@contextlib.contextmanager
+def vendor_credentials(args: argparse.Namespace, wanted: list[str] | None) -> Iterator[dict[str, Any]]:
+    """The vendors' credentials JSON: from --vendors-file, or from simulators started for this run."""
+    if args.vendors_file:
+        try:
+            creds = json.loads(Path(args.vendors_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(_usage(f"--vendors-file {args.vendors_file}: {exc}"))
+        if not isinstance(creds, dict):
+            raise SystemExit(_usage("--vendors-file must hold a JSON object {vendor: credentials}"))
+        yield creds
+        return
+    names = [n for n in SIMULATORS if wanted is None or n in wanted]
+    with contextlib.ExitStack() as stack:
+        sims = {n: stack.enter_context(simulator_class(n)(time_scale=args.time_scale)) for n in names}
+        print(f"Started vendor simulators ({args.time_scale:g}x time): "
+              + ", ".join(f"{n} {s.base_url}" for n, s in sims.items()))
+        yield {n: s.credentials() for n, s in sims.items()}
+
+
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+class ProgressPrinter:
+    """Turns execution-history events into one line per vendor step."""
+
+    def __init__(self, time_scale: float):
+        self.t0 = time.monotonic()
+        self.time_scale = time_scale
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = self.describe(event)
+        if line:
+            print(f"[{time.monotonic() - self.t0:6.1f}s] {line}", flush=True)
+
+    def describe(self, event: dict[str, Any]) -> str | None:
+        if event["type"] == "TaskSucceeded":
+            out = json.loads(event["taskSucceededEventDetails"]["output"]).get("Payload")
+        elif event["type"] == "PassStateExited" and event["stateExitedEventDetails"]["name"].startswith("Record"):
+            out = json.loads(event["stateExitedEventDetails"]["output"])
+        else:
+            return None
+        if not isinstance(out, dict) or "vendor" not in out:
+            return None
+        who = f"{out['vendor']:<11} {out['action']:<7}"
+        if "status" in out:  # an outcome: collected or recorded
+            if out["status"] == "completed":
+                archives = out.get("archives") or []
+                size = sum(a["bytes"] for a in archives)
+                note = f" ({out['reason']})" if out.get("reason") else ""
+                return f"{who} completed: {len(archives)} archive(s), {size:,} bytes{note}"
+            reason = out.get("reason") or _cause(out.get("error"))
+            return f"{who} FAILED: {reason}"
+        job, progress = out.get("job") or {}, out.get("progress")
+        job_id = job.get("job_id") or "-"
+        if progress is None:
+            return f"{who} submitted (job {job_id}); first look at {out.get('wait_until')}{self._vendor_wait(out)}"
+        status = progress["status"]
+        if status in ("pending", "needs_approval"):
+            return f"{who} {status}: {progress.get('reason')}; next look at {out.get('wait_until')}{self._vendor_wait(out)}"
+        return f"{who} {status}{': ' + progress['reason'] if progress.get('reason') else ''}"
+
+    def _vendor_wait(self, out: dict[str, Any]) -> str:
+        from datetime import datetime, timezone
+
+        try:
+            until = datetime.strptime(out["wait_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except (KeyError, TypeError, ValueError):
+            return ""
+        real = max((until - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        if real < 1:
+            return ""
+        if self.time_scale == 1:
+            return f" (in {real:.0f}s)"
+        return f" (in {real:.0f}s, {real * self.time_scale / 86400:.1f} vendor days)"
+
+
+def _cause(error: Any) -> str:
+    if isinstance(error, dict):
+        try:
+            cause = json.loads(error.get("Cause") or "{}")
+            return f"{cause.get('errorType', error.get('Error'))}: {cause.get('errorMessage')}"
+        except ValueError:
+            return f"{error.get('Error')}: {error.get('Cause')}"
+    return str(error)
+
+
+def run(args: argparse.Namespace) -> int:
+    from local.engine import LocalCloud
+
+    request = build_request(args)
+    out_dir = Path(args.out) if args.out else None
+    with vendor_credentials(args, request.get("vendors")) as creds, LocalCloud(creds, time_scale=args.time_scale) as cloud:
+        status, body = cloud.api("POST", "/requests", request)
+        if status not in (200, 202):
+            print("Request rejected (HTTP %d):" % status, file=sys.stderr)
+            for f in (body or {}).get("fields", []):
+                print(f"  {f['field']}: {f['message']}", file=sys.stderr)
+            return 2
+        request_id = body["request_id"]
+        print(f"Request {request_id} accepted; GDPR deadline {body['deadline']}")
+        for s in body["skipped"]:
+            print(f"  skipped {s['vendor']}{' ' + s['action'] if s.get('action') else ''}: {s['reason']}")
+        execution = cloud.wait(request_id, timeout=args.timeout, on_event=ProgressPrinter(args.time_scale))
+        transitions = len(cloud.history(request_id))
+        if execution["status"] != "SUCCEEDED":
+            print(f"Execution {execution['status']}: {execution.get('error')} {execution.get('cause')}", file=sys.stderr)
+            return 1
+        summary = json.loads(execution["output"])
+        print()
+        print(f"Request {request_id}: {summary['status']} ({summary['counts']}), "
+              f"{transitions} history events, within deadline: {summary['within_deadline']}")
+        for o in summary["outcomes"]:
+            line = f"  {o['vendor']:<11} {o['action']:<7} {o['status']:<10}"
+            if o["status"] != "completed" or o.get("reason"):
+                line += f" {o.get('reason') or ''}"
+            print(line)
+            for a in o["archives"]:
+                print(f"      s3://{cloud.bucket}/{a['key']}  {a['bytes']:,} bytes  sha256 {a['sha256'][:16]}…")
+        print(f"  manifest: s3://{cloud.bucket}/{summary['manifest_key']}")
+        if out_dir is not None:
+            files = cloud.download(request_id, out_dir)
+            print(f"\nCopied {len(files)} object(s) out of the local bucket into {out_dir.resolve()}:")
+            for f in files:
+                print(f"  {f}")
+        return 0 if summary["status"] == "completed" else 1
+
+
+def simulator(args: argparse.Namespace) -> int:
+    sim = simulator_class(args.name)(time_scale=args.time_scale, port=args.port)
+    with sim:
+        print(f"{args.name} simulator on {sim.base_url} ({args.time_scale:g}x time). Credentials JSON:")
+        print(json.dumps(sim.credentials(), indent=2), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def request_flags(sp: argparse.ArgumentParser, demo: bool) -> None:
+        sp.add_argument("--email", default=SAMPLE.email if demo else None)
+        sp.add_argument("--customer-key", default=SAMPLE.customer_key if demo else None)
+        sp.add_argument("--customer-id", action="append", default=[f"registered={SAMPLE.registered}"] if demo else [],
+                        metavar="TYPE=VALUE", help="repeatable, e.g. registered=crm-1001")
+        sp.add_argument("--actions", default="export,erase" if demo else "export", help="export, erase or export,erase")
+        sp.add_argument("--vendors", help="comma-separated; default: every configured vendor")
+        sp.add_argument("--request-id")
+        sp.add_argument("--justification")
+        sp.add_argument("--dry-run", action="store_true", help="erasure dry run where the vendor supports it")
+        sp.add_argument("--vendors-file", help='JSON {"elevate": {...}, "bloomreach": {...}, "qualifio": {...}}')
+        sp.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE if demo else 1.0,
+                        help="vendor seconds per real second (simulators and schedules)")
+        sp.add_argument("--out", default="dsr-out" if demo else None, help="copy archives + manifest here")
+        sp.add_argument("--timeout", type=float, default=600.0, help="give up after this many real seconds")
+
+    request_flags(sub.add_parser("run", help="run one request"), demo=False)
+    request_flags(sub.add_parser("demo", help="export + erase for a sample subject across all simulators"), demo=True)
+    sp = sub.add_parser("simulator", help="run one vendor simulator by hand")
+    sp.add_argument("name", choices=sorted(SIMULATORS))
+    sp.add_argument("--port", type=int, default=0)
+    sp.add_argument("--time-scale", type=float, default=1.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "simulator":
+        return simulator(args)
+    if args.time_scale <= 0:
+        return _usage("--time-scale must be positive")
+    try:
+        return run(args)
+    except argparse.ArgumentTypeError as exc:
+        return _usage(str(exc))

@@ -1,0 +1,333 @@
+"""The embedded local cloud: moto executing the real ASL file, Lambda invocations dispatched in-process.
+
+    with LocalCloud(vendor_credentials, time_scale=86400) as cloud:
+        accepted = cloud.submit({"actions": ["export"], "subject": {...}})
+        summary = cloud.wait(accepted["request_id"])
+
+It creates what the CDK stack deploys, under the names the ASL substitutions use: a KMS key, the encrypted
+bucket, one secret per vendor, the five functions and the state machine. Requests enter through the intake
+function with an API Gateway proxy event, exactly as in AWS.
+
+The in-process dispatch replaces one moto method, `LambdaBackend.invoke` (moto 5.2.5; moto itself would need
+Docker to run code). It imports the function's Handler from `functions/`, calls it with the payload and
+answers as Lambda does, including `FunctionError` with `errorType` = the exception's class name, which is
+what the ASL Retry/Catch match on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = ROOT / "functions"
+ASL_FILE = ROOT / "statemachines" / "dsr.asl.json"
+if str(FUNCTIONS) not in sys.path:
+    sys.path.insert(0, str(FUNCTIONS))
+
+MOTO_VERSION = "5.2.5"  # the dispatch below patches this version's LambdaBackend.invoke
+REGION = "eu-west-1"
+PREFIX = "dsrflow-local"
+FUNCTIONS_BY_ROLE = {
+    "intake": "handlers.intake.handler",
+    "submit": "handlers.submit.handler",
+    "check": "handlers.check.handler",
+    "collect": "handlers.collect.handler",
+    "finalize": "handlers.finalize.handler",
+}
+SUBSTITUTIONS = {
+    "SubmitFunctionArn": "submit",
+    "CheckFunctionArn": "check",
+    "CollectFunctionArn": "collect",
+    "FinalizeFunctionArn": "finalize",
+}
+
+
+class _Context:
+    """The bits of LambdaContext that Powertools reads."""
+
+    def __init__(self, name: str, arn: str):
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = arn
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any):
+    fn = backend.get_function(function_name, qualifier)
+    module_name, attr = fn.handler.rsplit(".", 1)
+    handler: Callable = getattr(importlib.import_module(module_name), attr)
+    event = json.loads(body) if body else {}
+    try:
+        result = handler(event, _Context(fn.function_name, fn.function_arn))
+    except Exception as exc:  # as Lambda reports an unhandled error
+        response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+    return json.dumps(result).encode()
+
+
+def substitute(asl: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        asl = asl.replace("${" + name + "}", value)
+    if "${" in asl:
+        raise ValueError("the ASL file has a ${...} substitution the local engine does not know")
+    return asl
+
+
+class LocalCloud:
+    def __init__(self, vendors: dict[str, Any], time_scale: float = 1.0, event_bus: str = "default"):
+        """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
+        self.vendors = vendors
+        self.time_scale = time_scale
+        self.event_bus = event_bus
+        self._mock: Any = None
+        self._patches: list[Any] = []
+        self.functions: dict[str, str] = {}
+        self.secrets: dict[str, str] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> "LocalCloud":
+        import moto
+        from moto import mock_aws
+        from moto.awslambda.models import LambdaBackend
+
+        if moto.__version__ != MOTO_VERSION:
+            raise RuntimeError(f"local engine is pinned to moto {MOTO_VERSION}, found {moto.__version__}")
+        env = {
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+        }
+        self._patches.append(mock.patch.dict(os.environ, env))
+        self._patches.append(mock.patch.object(LambdaBackend, "invoke", _dispatch))
+        for p in self._patches:
+            p.start()
+        # Default Lambda backend (not "use_docker: False", whose LambdaSimpleBackend overrides invoke again).
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self._mock.start()
+        try:
+            self._provision()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        for p in reversed(self._patches):
+            p.stop()
+        self._patches.clear()
+        self._reset_handler_caches()
+
+    @staticmethod
+    def _reset_handler_caches() -> None:
+        from core import runtime, secrets
+
+        runtime.reset()
+        secrets.clear_cache()
+
+    # --- provisioning (mirrors infra/) -----------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION)
+
+    def _provision(self) -> None:
+        kms, s3, sm = self.client("kms"), self.client("s3"), self.client("secretsmanager")
+        self.kms_key_arn = kms.create_key(Description="dsrflow archives")["KeyMetadata"]["Arn"]
+        kms.enable_key_rotation(KeyId=self.kms_key_arn)
+        self.bucket = f"{PREFIX}-archives"
+        s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_encryption(
+            Bucket=self.bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": self.kms_key_arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+        s3.put_public_access_block(
+            Bucket=self.bucket,
+            PublicAccessBlockConfiguration={k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")},
+        )
+        for vendor, creds in self.vendors.items():
+            name = f"{PREFIX}/vendors/{vendor}"
+            value = creds if isinstance(creds, str) else json.dumps(creds)
+            sm.create_secret(Name=name, SecretString=value, KmsKeyId=self.kms_key_arn)
+            self.secrets[vendor] = name
+
+        role = self.client("iam").create_role(
+            RoleName=f"{PREFIX}-role",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = self.client("lambda")
+        zipped = io.BytesIO()
+        with zipfile.ZipFile(zipped, "w") as zf:  # moto wants a package; the code runs from functions/
+            zf.writestr("README", "dispatched in-process by local/engine.py")
+        base_env = {
+            "ARCHIVE_BUCKET": self.bucket,
+            "ARCHIVE_KMS_KEY_ID": self.kms_key_arn,
+            "VENDOR_SECRETS": json.dumps(self.secrets),
+            "EVENT_BUS_NAME": self.event_bus,
+            "DSRFLOW_TIME_SCALE": repr(self.time_scale),
+            "POWERTOOLS_SERVICE_NAME": "dsrflow",
+        }
+        for role_name, handler in FUNCTIONS_BY_ROLE.items():
+            arn = lam.create_function(
+                FunctionName=f"{PREFIX}-{role_name}",
+                Runtime="python3.12",
+                Role=role,
+                Handler=handler,
+                Code={"ZipFile": zipped.getvalue()},
+                Environment={"Variables": base_env},
+                Timeout=900,
+            )["FunctionArn"]
+            self.functions[role_name] = arn
+        sfn = self.client("stepfunctions")
+        definition = substitute(
+            ASL_FILE.read_text(), {k: self.functions[role] for k, role in SUBSTITUTIONS.items()}
+        )
+        self.state_machine_arn = sfn.create_state_machine(
+            name=f"{PREFIX}-dsr", definition=definition, roleArn=role, type="STANDARD"
+        )["stateMachineArn"]
+        # In-process handlers read their settings from the process environment; one set serves all five.
+        os.environ.update({**base_env, "STATE_MACHINE_ARN": self.state_machine_arn})
+        self._reset_handler_caches()
+
+    # --- using it ------------------------------------------------------------------------------------
+    def invoke(self, role: str, event: dict[str, Any]) -> Any:
+        """Invoke one of the functions through moto's Lambda API, as AWS would."""
+        out = self.client("lambda").invoke(FunctionName=self.functions[role], Payload=json.dumps(event).encode())
+        payload = json.loads(out["Payload"].read())
+        if out.get("FunctionError"):
+            raise RuntimeError(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
+        return payload
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Call the intake function with an API Gateway REST proxy event, as the deployed API does."""
+        resource, params = path, None
+        if path.startswith("/requests/"):
+            resource, params = "/requests/{id}", {"id": path.rsplit("/", 1)[1]}
+        event = {
+            "resource": resource,
+            "path": path,
+            "httpMethod": method,
+            "headers": {"Content-Type": "application/json"},
+            "multiValueHeaders": {},
+            "queryStringParameters": None,
+            "multiValueQueryStringParameters": None,
+            "pathParameters": params,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": resource,
+                "httpMethod": method,
+                "path": f"/local{path}",
+                "stage": "local",
+                "requestId": str(uuid.uuid4()),
+                "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/local"},
+                "accountId": "123456789012",
+                "apiId": "local",
+            },
+            "body": body if isinstance(body, str) or body is None else json.dumps(body),
+            "isBase64Encoded": False,
+        }
+        out = self.invoke("intake", event)
+        return out["statusCode"], json.loads(out["body"]) if out.get("body") else None
+
+    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        status, body = self.api("POST", "/requests", request)
+        if status not in (200, 202):
+            raise ValueError(json.dumps(body))
+        return body
+
+    def execution_arn(self, request_id: str) -> str:
+        head, name = self.state_machine_arn.split(":stateMachine:")
+        return f"{head}:execution:{name}:{request_id}"
+
+    def history(self, request_id: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events, token = [], None
+        while True:
+            kwargs = {"executionArn": self.execution_arn(request_id), "maxResults": 1000}
+            if token:
+                kwargs["nextToken"] = token
+            page = sfn.get_execution_history(**kwargs)
+            events += page["events"]
+            token = page.get("nextToken")
+            if not token:
+                return events
+
+    def wait(
+        self,
+        request_id: str,
+        timeout: float = 300.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        poll: float = 0.2,
+    ) -> dict[str, Any]:
+        """Block until the execution ends; returns describe_execution. `on_event` sees each new history event."""
+        sfn = self.client("stepfunctions")
+        arn = self.execution_arn(request_id)
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = sfn.describe_execution(executionArn=arn)
+            if on_event is not None:
+                events = self.history(request_id)
+                for event in events[seen:]:
+                    on_event(event)
+                seen = len(events)
+            if execution["status"] != "RUNNING":
+                return execution
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {request_id} still running after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def objects(self, request_id: str) -> list[str]:
+        s3 = self.client("s3")
+        keys = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"requests/{request_id}/"):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def read(self, key: str) -> bytes:
+        return self.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def download(self, request_id: str, out_dir: Path, include_request: bool = False) -> list[Path]:
+        """Copy the request's archives and manifest out of the local bucket. request.json holds the subject
+        (PII) and is left in the bucket unless asked for."""
+        written = []
+        for key in self.objects(request_id):
+            if key.endswith("/request.json") and not include_request:
+                continue
+            target = out_dir / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.read(key))
+            written.append(target)
+        return written

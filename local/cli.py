@@ -159,14 +159,16 @@ def run(args: argparse.Namespace) -> int:
         for s in body["skipped"]:
             print(f"  skipped {s['vendor']}{' ' + s['action'] if s.get('action') else ''}: {s['reason']}")
         execution = cloud.wait(request_id, timeout=args.timeout, on_event=ProgressPrinter(args.time_scale))
-        transitions = len(cloud.history(request_id))
+        history = cloud.history(request_id)
+        transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         if execution["status"] != "SUCCEEDED":
             print(f"Execution {execution['status']}: {execution.get('error')} {execution.get('cause')}", file=sys.stderr)
             return 1
         summary = json.loads(execution["output"])
         print()
         print(f"Request {request_id}: {summary['status']} ({summary['counts']}), "
-              f"{transitions} history events, within deadline: {summary['within_deadline']}")
+              f"{transitions} state transitions ({len(history)} history events), "
+              f"within deadline: {summary['within_deadline']}")
         for o in summary["outcomes"]:
             line = f"  {o['vendor']:<11} {o['action']:<7} {o['status']:<10}"
             if o["status"] != "completed" or o.get("reason"):

@@ -1,15 +1,20 @@
 """Task: finalize (logic in core.tasks.finalize): manifest.json, the CRM event, the execution output."""
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import tasks
 from core.runtime import runtime
-from handlers.observability import logger, tracer
+from handlers.observability import logger, metrics, tracer
 
 
 @logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
     summary = tasks.finalize(event, runtime())
     logger.info("request finalized", extra={"status": summary["status"], "counts": summary["counts"]})
+    metrics.add_metric(name=f"Requests_{summary['status']}", unit=MetricUnit.Count, value=1)
+    if not summary["within_deadline"]:  # alarm on this: a GDPR deadline was missed
+        metrics.add_metric(name="RequestsPastDeadline", unit=MetricUnit.Count, value=1)
     return summary

@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import requests
-import urllib3
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -36,8 +35,8 @@ from connectors.base import (
     parse_credentials,
 )
 from core.clock import iso_z
-from core.errors import ArchiveTransferError, DsrError, UnsupportedAction, VendorError
-from core.http import VendorHttp
+from core.errors import DsrError, UnsupportedAction, VendorError
+from core.http import VendorHttp, checked_chunks, content_length
 
 CHUNK_SIZE = 256 * 1024
 # A JSON answer where a zip was expected is a short status document; never read more than this of it.
@@ -230,12 +229,18 @@ class ElevateConnector:
                 f"download of job {_short(jid)} answered {_quote(content_type)} instead of a zip",
                 response.status_code,
             )
-        length = _content_length(response)
+        length = content_length(response)
         return [
             Archive(
                 name=f"elevate-export-{_safe(jid)}.zip",
                 content_type="application/zip",
-                chunks=self._stream(response, jid, length),
+                chunks=checked_chunks(
+                    response,
+                    f"{self.name}: download of export job {_short(jid)}",
+                    length,
+                    CHUNK_SIZE,
+                    "Retry soon: a cut-off download is usually repeatable, a completed one is not",
+                ),
                 length=length,
                 close=response.close,
             )
@@ -300,28 +305,6 @@ class ElevateConnector:
             response.status_code,
         )
 
-    def _stream(self, response: requests.Response, jid: str, length: int | None) -> Iterator[bytes]:
-        """The body, verified against Content-Length; a broken stream is an ArchiveTransferError."""
-        received = 0
-        what = f"{self.name}: download of export job {_short(jid)}"
-        try:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                if not chunk:
-                    continue
-                received += len(chunk)
-                if length is not None and received > length:
-                    raise ArchiveTransferError(f"{what} sent more than the announced {length} bytes")
-                yield chunk
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ArchiveTransferError(
-                f"{what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored. "
-                "Retry soon: a cut-off download is usually repeatable, a completed one is not"
-            ) from None
-        if length is not None and received != length:
-            raise ArchiveTransferError(
-                f"{what} ended after {received} of the announced {length} bytes; nothing was stored"
-            )
-
     def _jid(self, job: Job) -> str:
         if job.vendor != self.name or not job.job_id:
             raise VendorError(self.name, f"{job.action.value} job has no Elevate jid (vendor {job.vendor!r})")
@@ -344,16 +327,6 @@ def _scrub(exc: DsrError, secrets: list[str]) -> None:
     if text != exc.message:
         exc.message = text
         exc.args = (text,)
-
-
-def _content_length(response: requests.Response) -> int | None:
-    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return None  # the header would count encoded bytes, not the ones iter_content yields
-    try:
-        value = int(response.headers["Content-Length"])
-    except (KeyError, ValueError):
-        return None
-    return value if value >= 0 else None
 
 
 def _safe(jid: str) -> str:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
-import requests
-import urllib3
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
 
 from connectors.base import (
@@ -33,8 +31,8 @@ from connectors.base import (
     new_job,
 )
 from core.clock import iso_z, scaled
-from core.errors import ArchiveTransferError, UnsupportedAction, VendorError, VendorTransientError
-from core.http import VendorHttp
+from core.errors import UnsupportedAction, VendorError, VendorTransientError
+from core.http import VendorHttp, checked_chunks, content_length
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +239,19 @@ class QualifioConnector:
         # The API token goes only to Qualifio's own host, never to wherever a download link points.
         headers = self._headers() if _same_origin(url, self.credentials.base_url) else {}
         response = self.http.request("GET", url, stream=True, headers=headers)
-        length = response.headers.get("Content-Length")
+        length = content_length(response)
         return [
             Archive(
                 name=f"qualifio-export-{_safe_name(rule_id)}-{_safe_name(rule.archive)}.zip",
                 content_type=response.headers.get("Content-Type") or "application/zip",
-                chunks=_chunks(response, f"download of export rule {rule_id}"),
-                length=int(length) if length and length.isdigit() else None,
+                chunks=checked_chunks(
+                    response,
+                    f"{self.name}: download of export rule {rule_id}",
+                    length,
+                    DOWNLOAD_CHUNK,
+                    "The archive link can be downloaded again: retry",
+                ),
+                length=length,
                 close=response.close,
             )
         ]
@@ -365,20 +369,6 @@ class QualifioConnector:
             raise VendorError(
                 self.name, f"{what} has an unexpected shape: field '{field}' {first['msg'].lower()}"
             ) from None
-
-
-def _chunks(response: requests.Response, what: str) -> Iterator[bytes]:
-    received = 0
-    try:
-        for chunk in response.iter_content(DOWNLOAD_CHUNK):
-            if chunk:
-                received += len(chunk)
-                yield chunk
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise ArchiveTransferError(
-            f"qualifio: {what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored. "
-            "The archive link can be downloaded again: retry"
-        ) from None
 
 
 def _same_origin(url: str, base_url: str) -> bool:

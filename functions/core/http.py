@@ -19,11 +19,12 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
+import urllib3
 
-from core.errors import VendorAuthError, VendorError, VendorTransientError
+from core.errors import ArchiveTransferError, VendorAuthError, VendorError, VendorTransientError
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,40 @@ class VendorHttp:
             extra={"vendor": self.vendor, "call": what, "reason": reason, "attempt": attempt, "delay_s": delay},
         )
         self.retry.sleep(delay)
+
+
+def content_length(response: requests.Response) -> int | None:
+    """The announced body length, when it counts the bytes iter_content yields (not a compressed size)."""
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
+    try:
+        value = int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def checked_chunks(
+    response: requests.Response, what: str, length: int | None, chunk_size: int = 64 * 1024, retry_hint: str = ""
+) -> Iterator[bytes]:
+    """A download's body, verified against `length`; a broken or wrong-sized stream is ArchiveTransferError.
+
+    `what` names the download for a DPO ("elevate: download of export job ca24…"); `retry_hint` says whether
+    trying again can help (it depends on the vendor).
+    """
+    received = 0
+    hint = f". {retry_hint}" if retry_hint else ""
+    try:
+        for chunk in response.iter_content(chunk_size):
+            if not chunk:
+                continue
+            received += len(chunk)
+            if length is not None and received > length:
+                raise ArchiveTransferError(f"{what} sent more than the announced {length} bytes; nothing was stored")
+            yield chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ArchiveTransferError(
+            f"{what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored{hint}"
+        ) from None
+    if length is not None and received != length:
+        raise ArchiveTransferError(f"{what} ended after {received} of the announced {length} bytes; nothing was stored")

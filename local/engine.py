@@ -90,9 +90,12 @@ def substitute(asl: str, values: dict[str, str]) -> str:
 
 
 class LocalCloud:
-    def __init__(self, vendors: dict[str, Any], time_scale: float = 1.0, event_bus: str = "default"):
+    def __init__(
+        self, vendors: dict[str, Any], time_scale: float = 1.0, event_bus: str = "default", approval_mode: str = "auto"
+    ):
         """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
         self.vendors = vendors
+        self.approval_mode = approval_mode
         self.time_scale = time_scale
         self.event_bus = event_bus
         self._mock: Any = None
@@ -199,6 +202,7 @@ class LocalCloud:
             "VENDOR_SECRETS": json.dumps(self.secrets),
             "EVENT_BUS_NAME": self.event_bus,
             "DSRFLOW_TIME_SCALE": repr(self.time_scale),
+            "APPROVAL_MODE": self.approval_mode,
             "POWERTOOLS_SERVICE_NAME": "dsrflow",
         }
         for role_name, handler in FUNCTIONS_BY_ROLE.items():

@@ -27,8 +27,14 @@ def connector_class(vendor: str) -> type[Connector]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build(vendor: str, credentials: Any, http: VendorHttp | None = None) -> Connector:
-    """A ready connector from its credentials JSON (dict or text); ConfigError names the bad field."""
+def build(vendor: str, credentials: Any, http: VendorHttp | None = None, *, manual_approval: bool = False) -> Connector:
+    """A ready connector from its credentials JSON (dict or text); ConfigError names the bad field.
+
+    `manual_approval` is the deployment's approval mode: a human DPO validates every vendor job that can wait
+    for one (Qualifio rules), whatever the vendor's secret says about validating automatically.
+    """
     cls = connector_class(vendor)
     creds = parse_credentials(vendor, cls.credentials_model, credentials)
+    if manual_approval and "auto_validate" in type(creds).model_fields:
+        creds = creds.model_copy(update={"auto_validate": False})
     return cls(creds, http=http)  # type: ignore[call-arg]

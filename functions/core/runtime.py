@@ -22,7 +22,7 @@ def client(service: str):
 def connector_for(vendor: str) -> Connector:
     # Not cached: the credentials come from Powertools' secret cache (max_age), so a rotated secret is
     # picked up without a cold start.
-    return registry.build(vendor, vendor_credentials(vendor))
+    return registry.build(vendor, vendor_credentials(vendor), manual_approval=settings().approval_mode == "manual")
 
 
 def runtime() -> Runtime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -18,6 +19,7 @@ class Settings(BaseModel):
     state_machine_arn: str | None = None
     event_bus_name: str | None = None
     secrets_max_age: int = 300
+    approval_mode: Literal["auto", "manual"] = "auto"
 
 
 _ENV = {
@@ -27,6 +29,7 @@ _ENV = {
     "state_machine_arn": "STATE_MACHINE_ARN",
     "event_bus_name": "EVENT_BUS_NAME",
     "secrets_max_age": "SECRETS_MAX_AGE",
+    "approval_mode": "APPROVAL_MODE",
 }
 
 

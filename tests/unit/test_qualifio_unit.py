@@ -198,3 +198,15 @@ def test_profiles_with_another_email_or_repeated_never_enter_the_rule(vendor_htt
         profiles = sim.rule(job.job_id)["ruleTypePayload"]["profiles"]
         assert sorted(profiles) == sorted(p["id"] for p in sim.profiles_of(SAMPLE.email))
         assert job.state["profiles"] == 2
+
+
+def test_manual_approval_mode_overrides_auto_validate():
+    from connectors import registry
+
+    creds = {"base_url": "https://api.qualif.io", "api_token": "t", "client_id": 1, "dpo_user_id": 2,
+             "auto_validate": True}
+    assert registry.build("qualifio", creds).credentials.auto_validate is True
+    assert registry.build("qualifio", creds, manual_approval=True).credentials.auto_validate is False
+    # Vendors without a DPO step are untouched.
+    elevate = {"base_url": "https://c.example", "api_key": "k"}
+    assert registry.build("elevate", elevate, manual_approval=True).name == "elevate"

@@ -30,6 +30,7 @@ def local_run(
     vendors: tuple[str, ...] = tuple(SIMULATORS),
     sim_options: dict[str, dict[str, Any]] | None = None,
     creds_override: dict[str, dict[str, Any]] | None = None,
+    approval_mode: str = "auto",
 ) -> Iterator[tuple[LocalCloud, dict[str, Any]]]:
     sim_options, creds_override = sim_options or {}, creds_override or {}
     with contextlib.ExitStack() as stack:
@@ -38,7 +39,7 @@ def local_run(
             for name in vendors
         }
         creds = {name: {**sim.credentials(), **creds_override.get(name, {})} for name, sim in sims.items()}
-        cloud = stack.enter_context(LocalCloud(creds, time_scale=time_scale))
+        cloud = stack.enter_context(LocalCloud(creds, time_scale=time_scale, approval_mode=approval_mode))
         yield cloud, sims
 
 

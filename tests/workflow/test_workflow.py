@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import zipfile
 from datetime import timedelta
 
@@ -207,3 +208,35 @@ def test_status_endpoint_shows_the_manifest(run_request):
     assert status == 200 and body["execution_status"] == "SUCCEEDED"
     assert body["manifest"] == summary
     assert missing == 404
+
+
+def test_manual_approval_waits_for_a_human_dpo():
+    with local_run(vendors=("qualifio",), approval_mode="manual") as (cloud, sims):
+        accepted = cloud.submit({"actions": ["export"], "subject": {"email": SAMPLE.email}})
+        request_id = accepted["request_id"]
+
+        def waiting_rule() -> str | None:
+            for event in cloud.history(request_id):
+                if event["type"] == "TaskSucceeded":
+                    out = json.loads(event["taskSucceededEventDetails"]["output"])["Payload"]
+                    if (out.get("progress") or {}).get("status") == "needs_approval":
+                        return out["job"]["job_id"]
+            return None
+
+        deadline = time.monotonic() + 30
+        while (rule_id := waiting_rule()) is None:
+            assert time.monotonic() < deadline, "the workflow never reported that approval is needed"
+            time.sleep(0.2)
+        # Several looks later the rule is still NEW: dsrflow never validates it itself in manual mode.
+        time.sleep(2.5)
+        assert sims["qualifio"].rule(rule_id)["ruleStatus"]["status"] == "NEW"
+        assert sims["qualifio"].calls_to(r"/validate") == []
+        sims["qualifio"].approve(rule_id)  # the DPO validates it in Qualifio's back office
+        execution = cloud.wait(request_id)
+        states = [e["stateEnteredEventDetails"]["name"] for e in cloud.history(request_id) if "stateEnteredEventDetails" in e]
+
+    assert execution["status"] == "SUCCEEDED"
+    summary = json.loads(execution["output"])
+    assert summary["status"] == "completed"
+    assert len(outcome(summary, "qualifio", "export")["archives"]) == 1
+    assert states.count("Wait for DPO approval") >= 2

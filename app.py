@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""CDK entry point: `cdk synth` / `cdk deploy` (via cdk.json) or `python app.py`. Needs neither Docker nor AWS
+credentials. Settings come from CDK context (cdk.json, `-c key=value`): see docs/DEPLOY.md."""
+
+from __future__ import annotations
+
+import sys
+
+from aws_cdk.cx_api import SynthesisMessageLevel
+
+from infra.application import build_app
+from infra.config import DeployConfigError
+
+
+def main() -> int:
+    try:
+        app, _ = build_app()
+    except DeployConfigError as exc:
+        print(f"dsrflow: cannot synthesize: {exc}", file=sys.stderr)
+        return 2
+    try:
+        assembly = app.synth()
+    except RuntimeError as exc:
+        # With @aws-cdk/core:annotationsInValidationReport (cdk.json) synth itself fails on error
+        # annotations, cdk-nag findings included; CDK has already printed the report.
+        if "ValidationFailed" not in str(exc):
+            raise
+        print(f"dsrflow: synthesis failed validation: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    # Without that flag the errors would only sit in the assembly: fail `python app.py` on them all the same.
+    errors = [
+        f"{m.id}: {m.entry.data}" for s in assembly.stacks for m in s.messages if m.level == SynthesisMessageLevel.ERROR
+    ]
+    if errors:
+        print("dsrflow: synthesis produced errors:\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

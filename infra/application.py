@@ -1,0 +1,36 @@
+"""Builds the CDK app: cdk.json context, the dsrflow stack, and the cdk-nag AwsSolutions checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from infra.config import REPO_ROOT, load_config
+from infra.stack import DsrflowStack
+
+CDK_JSON = REPO_ROOT / "cdk.json"
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """cdk.json's context (feature flags, defaults). The cdk CLI passes it to the app itself; reading it here
+    too makes `python app.py` synthesize exactly what `cdk synth` does (CLI values still take precedence)."""
+    return json.loads(CDK_JSON.read_text()).get("context", {})
+
+
+def build_app(
+    context: dict[str, Any] | None = None, outdir: str | Path | None = None, **stack_kwargs: Any
+) -> tuple[cdk.App, DsrflowStack]:
+    app = cdk.App(
+        context={**cdk_json_context(), **(context or {})},
+        outdir=str(outdir) if outdir else None,
+        analytics_reporting=False,  # no CDK version/construct telemetry in the template
+    )
+    config = load_config(app.node)
+    stack = DsrflowStack(app, config.stack_name, config=config, **stack_kwargs)
+    # Every finding is an error or warning annotation: `cdk synth` fails on errors, and app.py (below) does too.
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return app, stack

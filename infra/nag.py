@@ -1,0 +1,118 @@
+"""cdk-nag (AwsSolutions) suppressions: each one scoped to the construct it concerns and, for IAM5, to the
+exact wildcard (`applies_to`), so a new finding anywhere else still fails the synth. Listed with the same
+reasons in SECURITY.md; tests/infra checks that every rule suppressed here is documented there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+
+if TYPE_CHECKING:
+    from infra.stack import DsrflowStack
+
+XRAY = (
+    "Resource::* is required by xray:PutTraceSegments and xray:PutTelemetryRecords (and, for the state "
+    "machine, the CloudWatch Logs delivery actions logs:*LogDelivery, logs:DescribeLogGroups, "
+    "logs:*ResourcePolicy), which do not support resource-level permissions."
+)
+REQUEST_OBJECTS = (
+    "Object actions are limited to the requests/ prefix of the archive bucket; the wildcard stands for the "
+    "per-request keys (requests/{request_id}/...), which are created at run time."
+)
+EXECUTIONS = (
+    "states:DescribeExecution on this state machine's executions only; execution names are request ids "
+    "created at run time."
+)
+INVOKE_VERSIONS = (
+    "lambda:InvokeFunction on the four task functions only; CDK's grantInvoke adds '<function ARN>:*' so that "
+    "a version or alias of the same function can be invoked."
+)
+RUNTIME = (
+    "The runtime is pinned deliberately (python3.13, a supported Lambda runtime): the dependency layer is "
+    "built for exactly this Python ABI and architecture (make lambda-deps), so moving to a newer runtime is a "
+    "reviewed change of LAMBDA_PYTHON in infra/config.py and the Makefile, not an automatic one."
+)
+ROTATION = (
+    "These hold third-party vendor API credentials that can only be issued in each vendor's console; there "
+    "is no rotation Lambda that could mint new ones. They are rotated by the operator with put-secret-value "
+    "(docs/DEPLOY.md); the functions pick up a new value within SECRETS_MAX_AGE (300 s)."
+)
+IAM_AUTH = (
+    "The API uses AWS_IAM (SigV4) authorization on every method: its callers are backend systems (the CRM) "
+    "with IAM roles, not end users, so there is no Cognito user pool."
+)
+WAF = (
+    "Every method requires a SigV4 signature from an IAM principal allowed execute-api:Invoke, the stage is "
+    "throttled (10 rps, burst 20) and request bodies are schema-validated; a WAF web ACL would add cost but "
+    "no meaningful control for a private, machine-to-machine API. Associate one if your account mandates it."
+)
+API_LOGGING_ROLE = (
+    "The region's API Gateway CloudWatch Logs role (an account setting) writes the logs of every REST API "
+    "in the region, whose log group names are not known here; it is scoped to log groups of this account and "
+    "region, and holds the permissions of AWS's AmazonAPIGatewayPushToCloudWatchLogs as an inline policy."
+)
+DLQ = (
+    "This queue IS the dead-letter queue (EventBridge target DLQ and intake's asynchronous on-failure "
+    "destination); a DLQ of a DLQ would only move the same messages. Its depth is alarmed."
+)
+
+
+def _iam5(reason: str, *applies_to: str | RegexAppliesTo) -> NagPackSuppression:
+    return NagPackSuppression(id="AwsSolutions-IAM5", reason=reason, applies_to=list(applies_to))
+
+
+def apply_suppressions(stack: DsrflowStack) -> None:
+    objects = RegexAppliesTo(regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/requests\/\*$/g")
+    for name, role in stack.functions.roles.items():
+        found = [_iam5(XRAY, "Resource::*"), _iam5(REQUEST_OBJECTS, objects)]
+        if name == "intake":
+            found.append(
+                _iam5(
+                    EXECUTIONS,
+                    RegexAppliesTo(
+                        regex=r"/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
+                        r"execution:<WorkflowStateMachine[A-F0-9]+\.Name>:\*$/g"
+                    ),
+                )
+            )
+        NagSuppressions.add_resource_suppressions(role, found, apply_to_children=True)
+
+    NagSuppressions.add_resource_suppressions(
+        stack.workflow.state_machine.role,
+        [
+            _iam5(XRAY, "Resource::*"),
+            _iam5(INVOKE_VERSIONS, RegexAppliesTo(regex=r"/^Resource::<Functions[A-Za-z]+[A-F0-9]{8}\.Arn>:\*$/g")),
+        ],
+        apply_to_children=True,
+    )
+
+    NagSuppressions.add_resource_suppressions(
+        list(stack.functions.functions.values()), [NagPackSuppression(id="AwsSolutions-L1", reason=RUNTIME)]
+    )
+    NagSuppressions.add_resource_suppressions(
+        list(stack.secrets.secrets.values()), [NagPackSuppression(id="AwsSolutions-SMG4", reason=ROTATION)]
+    )
+
+    api = stack.triggers.api
+    NagSuppressions.add_resource_suppressions(
+        api.methods, [NagPackSuppression(id="AwsSolutions-COG4", reason=IAM_AUTH)]
+    )
+    NagSuppressions.add_resource_suppressions(
+        api.deployment_stage, [NagPackSuppression(id="AwsSolutions-APIG3", reason=WAF)]
+    )
+    if stack.triggers.api_logging_role is not None:
+        NagSuppressions.add_resource_suppressions(
+            stack.triggers.api_logging_role,
+            [
+                _iam5(
+                    API_LOGGING_ROLE,
+                    "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:*",
+                )
+            ],
+        )
+
+    NagSuppressions.add_resource_suppressions(
+        stack.triggers.dead_letter_queue, [NagPackSuppression(id="AwsSolutions-SQS3", reason=DLQ)]
+    )

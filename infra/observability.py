@@ -1,0 +1,73 @@
+"""Alarms for what must never go unnoticed: a request that never started, or a workflow that died.
+
+A DSR has a legal deadline (one month), so a lost or failed request is an incident, not a statistic.
+With `-c alarmTopicArn=arn:aws:sns:...` every alarm notifies that topic (e.g. the privacy team's pager).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+
+class Observability(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        dead_letter_queue: sqs.IQueue,
+        state_machine: sfn.StateMachine,
+        alarm_topic_arn: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        period = Duration.minutes(5)
+
+        self.dlq_alarm = cloudwatch.Alarm(
+            self,
+            "IntakeDeadLetters",
+            alarm_name=f"dsrflow-{stage}-intake-dead-letters",
+            alarm_description=(
+                "A CRM request could not be delivered to intake: it waits in the dead-letter queue "
+                "(14 days). Fix the cause, then redrive the queue."
+            ),
+            metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=period, statistic=cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        # Vendor failures are caught and recorded in the manifest; an execution itself fails only when
+        # finalize cannot write it, so any failed, timed-out or aborted execution needs a human.
+        self.execution_alarm = cloudwatch.Alarm(
+            self,
+            "ExecutionsNotSucceeded",
+            alarm_name=f"dsrflow-{stage}-executions-not-succeeded",
+            alarm_description="A dsrflow execution failed, timed out or was aborted: its request has no manifest.",
+            metric=cloudwatch.MathExpression(
+                expression="failed + timedout + aborted",
+                using_metrics={
+                    "failed": state_machine.metric_failed(period=period, statistic=cloudwatch.Stats.SUM),
+                    "timedout": state_machine.metric_timed_out(period=period, statistic=cloudwatch.Stats.SUM),
+                    "aborted": state_machine.metric_aborted(period=period, statistic=cloudwatch.Stats.SUM),
+                },
+                period=period,
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+        if alarm_topic_arn:
+            topic = sns.Topic.from_topic_arn(self, "AlarmTopic", alarm_topic_arn)
+            for alarm in (self.dlq_alarm, self.execution_alarm):
+                alarm.add_alarm_action(actions.SnsAction(topic))

@@ -1,0 +1,94 @@
+"""The dsrflow stack: storage, secrets, functions, workflow, triggers and alarms, wired per ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
+from constructs import Construct
+
+from infra.config import STATE_MACHINE_FILE, Config, log_retention
+from infra.functions import Functions
+from infra.nag import apply_suppressions
+from infra.observability import Observability
+from infra.secrets import VendorSecrets
+from infra.storage import Storage
+from infra.triggers import Triggers
+from infra.workflow import Workflow
+
+
+class DsrflowStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        definition_file: Path = STATE_MACHINE_FILE,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"dsrflow ({config.stage}): GDPR data-subject requests across SaaS vendors",
+            **kwargs,
+        )
+        self.config = config
+        # GDPR proof (manifests, archives) and its key outlive the stack unless told otherwise.
+        removal = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+        Tags.of(self).add("project", "dsrflow")
+        Tags.of(self).add("stage", config.stage)
+
+        self.storage = Storage(
+            self,
+            "Storage",
+            stage=config.stage,
+            retention_days=config.retention_days,
+            noncurrent_version_days=config.noncurrent_version_days,
+            access_log_retention_days=config.access_log_retention_days,
+            removal_policy=removal,
+        )
+        self.secrets = VendorSecrets(
+            self, "VendorSecrets", stage=config.stage, vendors=config.vendors, key=self.storage.key
+        )
+        self.functions = Functions(
+            self, "Functions", config=config, storage=self.storage, secrets=self.secrets, removal_policy=removal
+        )
+        fns = self.functions.functions
+        self.workflow = Workflow(
+            self,
+            "Workflow",
+            definition_file=definition_file,
+            functions=fns,
+            stage=config.stage,
+            log_retention=log_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
+        self.functions.connect_workflow(self.workflow.state_machine)
+        self.triggers = Triggers(
+            self, "Triggers", config=config, intake=fns["intake"], key=self.storage.key, removal_policy=removal
+        )
+        self.functions.connect_event_bus(self.triggers.event_bus)
+        self.observability = Observability(
+            self,
+            "Observability",
+            stage=config.stage,
+            dead_letter_queue=self.triggers.dead_letter_queue,
+            state_machine=self.workflow.state_machine,
+            alarm_topic_arn=config.alarm_topic_arn,
+        )
+
+        CfnOutput(self, "ApiUrl", value=self.triggers.api.url, description="POST /requests, GET /requests/{id}")
+        CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
+        CfnOutput(self, "ArchiveBucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "ArchiveKeyArn", value=self.storage.key.key_arn)
+        CfnOutput(self, "IntakeDeadLetterQueueUrl", value=self.triggers.dead_letter_queue.queue_url)
+        for vendor, secret in self.secrets.secrets.items():
+            CfnOutput(
+                self,
+                f"SecretArn{vendor.replace('-', '').replace('_', '').capitalize()}",
+                value=secret.secret_arn,
+                description=f"put the {vendor} credentials JSON here (docs/DEPLOY.md)",
+            )
+
+        apply_suppressions(self)

@@ -1,0 +1,78 @@
+"""The Step Functions state machine, from statemachines/dsr.asl.json: the same file the local engine runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import DeployConfigError
+
+# ASL substitution name -> the function whose ARN it receives (ARCHITECTURE.md, "State machine substitutions").
+SUBSTITUTIONS = {
+    "SubmitFunctionArn": "submit",
+    "CheckFunctionArn": "check",
+    "CollectFunctionArn": "collect",
+    "FinalizeFunctionArn": "finalize",
+}
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def asl_placeholders(path: Path) -> set[str]:
+    """Every ${Name} the ASL file asks to be substituted."""
+    return set(_PLACEHOLDER.findall(path.read_text()))
+
+
+class Workflow(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        definition_file: Path,
+        functions: dict[str, lambda_.IFunction],
+        stage: str,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not definition_file.is_file():
+            raise DeployConfigError(f"the state machine definition {definition_file} does not exist")
+        text = definition_file.read_text()
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise DeployConfigError(f"{definition_file} is not valid JSON: {exc}") from None
+        unknown = asl_placeholders(definition_file) - set(SUBSTITUTIONS)
+        if unknown:
+            # An unresolved ${...} would only fail at deploy time, inside CloudFormation: fail at synth instead.
+            raise DeployConfigError(
+                f"{definition_file.name} uses substitutions the stack does not provide: {', '.join(sorted(unknown))}"
+                f" (provided: {', '.join(SUBSTITUTIONS)}; add them in infra/workflow.py)"
+            )
+
+        # Execution data (inputs/outputs) stays out of the logs even though it holds only ids: the execution
+        # history is the place to read it, with its own 90-day retention and IAM.
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"dsrflow-{stage}",
+            state_machine_type=sfn.StateMachineType.STANDARD,  # runs for days; exactly-once task starts
+            # Inline (from_string), not from_file: from_file uploads the definition as an S3 asset, so the
+            # template and its change sets would show only a hash. Inline, a reviewer sees the workflow and
+            # CloudFormation fills the ${...} from DefinitionSubstitutions, as the local engine does.
+            definition_body=sfn.DefinitionBody.from_string(text),
+            definition_substitutions={name: functions[fn].function_arn for name, fn in SUBSTITUTIONS.items()},
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            tracing_enabled=True,
+        )
+        for fn in SUBSTITUTIONS.values():
+            functions[fn].grant_invoke(self.state_machine)

@@ -1,0 +1,110 @@
+"""Context parsing and the refusals that protect a deploy (no synthesis: milliseconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.config import (
+    DeployConfigError,
+    Config,
+    known_vendors,
+    lambda_deps_problem,
+    load_config,
+)
+
+
+class FakeNode:
+    """Stands in for constructs.Node: only try_get_context is used."""
+
+    def __init__(self, **context):
+        self.context = context
+
+    def try_get_context(self, key):
+        return self.context.get(key)
+
+
+def cfg(**context) -> Config:
+    context.setdefault("skipLambdaDeps", True)
+    return load_config(FakeNode(**context))
+
+
+def test_defaults():
+    c = cfg()
+    assert c.stage == "dev" and c.stack_name == "dsrflow-dev"
+    assert c.vendors == ("elevate", "bloomreach", "qualifio")
+    assert (c.event_bus_name, c.crm_event_source, c.crm_detail_type) == ("default", "crm", "Data Subject Request")
+    assert (c.retention_days, c.noncurrent_version_days, c.log_retention_days) == (30, 7, 90)
+    assert c.approval_mode == "auto" and c.retain_data is True and c.api_gateway_cloudwatch_role is True
+
+
+@pytest.mark.parametrize(
+    "given", [["qualifio", "elevate"], '["qualifio","elevate"]', "qualifio,elevate", " qualifio , elevate "]
+)
+def test_vendors_from_cdk_json_or_command_line(given):
+    assert cfg(vendors=given).vendors == ("qualifio", "elevate")
+
+
+def test_vendor_must_have_a_connector():
+    with pytest.raises(DeployConfigError, match="'elevat' has no connector"):
+        cfg(vendors="elevat")
+    with pytest.raises(DeployConfigError, match="repeats"):
+        cfg(vendors="elevate,elevate")
+
+
+def test_known_vendors_are_read_from_the_registry():
+    assert {"elevate", "bloomreach", "qualifio"} <= known_vendors()
+
+
+@pytest.mark.parametrize(
+    "context, message",
+    [
+        ({"stage": "Prod!"}, "'stage'"),
+        ({"retentionDays": "0"}, "'retentionDays'"),
+        ({"retentionDays": "thirty"}, "'retentionDays'"),
+        ({"logRetentionDays": "42"}, "'logRetentionDays' must be one of"),
+        ({"approvalMode": "sometimes"}, "'approvalMode' must be one of auto, manual"),
+        ({"removalPolicy": "snapshot"}, "'removalPolicy'"),
+        ({"skipLambdaDeps": "maybe"}, "'skipLambdaDeps' must be true or false"),
+        ({"eventBusName": "arn:aws:events:eu-west-1:1:event-bus/x"}, "name, not its ARN"),
+        ({"alarmTopicArn": "pager"}, "'alarmTopicArn'"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(context, message):
+    with pytest.raises(DeployConfigError, match=message):
+        cfg(**context)
+
+
+def test_missing_dependency_layer_refuses_with_the_make_target(tmp_path):
+    with pytest.raises(DeployConfigError, match=r"make lambda-deps.*skipLambdaDeps=true"):
+        cfg(skipLambdaDeps="false", lambdaDepsDir=str(tmp_path / "nothing"))
+
+
+def _layer(tmp_path: Path, so_name: str) -> Path:
+    pkg = tmp_path / "deps" / "python" / "pydantic_core"
+    pkg.mkdir(parents=True)
+    (pkg / so_name).write_bytes(b"")
+    return tmp_path / "deps"
+
+
+def test_layer_for_the_wrong_abi_is_refused(tmp_path):
+    x86 = _layer(tmp_path, "_pydantic_core.cpython-313-x86_64-linux-gnu.so")
+    assert "cpython-313-x86_64-linux-gnu" in lambda_deps_problem(x86)
+    with pytest.raises(DeployConfigError, match="Rebuild it"):
+        cfg(skipLambdaDeps="false", lambdaDepsDir=str(x86))
+
+
+def test_layer_built_by_make_for_this_runtime_is_accepted(tmp_path):
+    deps = _layer(tmp_path, "_pydantic_core.cpython-313-aarch64-linux-gnu.so")
+    assert lambda_deps_problem(deps) is None
+    assert cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps)).lambda_deps_dir == deps
+
+
+def test_makefile_builds_the_layer_for_the_runtime_infra_declares():
+    """The Makefile's pip --platform/--python-version and infra/config.py must name the same ABI."""
+    from infra.config import LAMBDA_ARCH, LAMBDA_PYTHON, REPO_ROOT
+
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert f"LAMBDA_PYTHON     := {LAMBDA_PYTHON}" in makefile
+    assert f"LAMBDA_ARCH       := {LAMBDA_ARCH}" in makefile

@@ -1,0 +1,202 @@
+"""The Lambda functions against the runtime contract in ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from infra.config import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+HANDLERS = ("intake", "submit", "check", "collect", "finalize")
+
+
+def architecture_env_table() -> dict[str, set[str]]:
+    """{variable: functions that must have it} from ARCHITECTURE.md's Environment table (local-only rows out)."""
+    text = (REPO_ROOT / "ARCHITECTURE.md").read_text()
+    section = text.split("### Environment", 1)[1].split("\n### ", 1)[0]
+    table: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or "`" not in cells[0]:
+            continue
+        if "local only" in cells[2]:
+            continue
+        users = set(HANDLERS) if cells[1] == "all" else {u.strip() for u in cells[1].split(",")}
+        assert users <= set(HANDLERS), f"unknown function in ARCHITECTURE.md: {cells[1]}"
+        for var in re.findall(r"`([A-Z_]+)`", cells[0]):
+            table[var] = users
+    assert len(table) >= 8, "the Environment table of ARCHITECTURE.md was not found or changed shape"
+    return table
+
+
+def test_every_handler_has_one_function_on_the_pinned_runtime(synth):
+    functions = synth.resources("AWS::Lambda::Function")
+    assert len(functions) == len(HANDLERS)
+    (layer_id, _) = synth.one("AWS::Lambda::LayerVersion")
+    for name in HANDLERS:
+        _, fn = synth.function(name)
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Layers"] == [{"Ref": layer_id}]
+
+
+def test_dependency_layer_matches_the_runtime(synth):
+    _, layer = synth.one("AWS::Lambda::LayerVersion")
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("name", HANDLERS)
+def test_handler_exists_in_the_code_asset(name):
+    """The Handler setting points at a module that defines `handler` (a typo would only fail in AWS)."""
+    path = REPO_ROOT / "functions" / "handlers" / f"{name}.py"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the {name} function's handler would not import")
+    tree = ast.parse(path.read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)} | {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    }
+    assert "handler" in defined
+
+
+def test_functions_log_to_their_own_group_with_retention(synth):
+    groups = synth.resources("AWS::Logs::LogGroup")
+    for name in HANDLERS:
+        _, fn = synth.function(name)
+        group_ref = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert groups[group_ref]["Properties"]["RetentionInDays"] == 90
+    for lid, group in groups.items():
+        assert "RetentionInDays" in group["Properties"], f"log group {lid} keeps logs forever"
+
+
+def test_sizing(synth):
+    collect = synth.function("collect")[1]["Properties"]
+    assert collect["Timeout"] == 900 and collect["MemorySize"] >= 1769
+    for name in HANDLERS:
+        props = synth.function(name)[1]["Properties"]
+        assert props["Timeout"] <= 900
+        if name == "intake":
+            assert props["Timeout"] <= 29, "API Gateway gives up after 29 s"
+
+
+def test_environment_matches_architecture_md(synth):
+    table = architecture_env_table()
+    for name in HANDLERS:
+        env = synth.function(name)[1]["Properties"]["Environment"]["Variables"]
+        for var, users in table.items():
+            if name in users:
+                assert var in env, f"{name} lacks {var} (ARCHITECTURE.md, Environment)"
+        assert "DSRFLOW_TIME_SCALE" not in env, "the time-scale is for the local engine only"
+
+
+def test_environment_values(synth):
+    bucket_id, _ = synth.archive_bucket()
+    key_id, _ = synth.one("AWS::KMS::Key")
+    sm_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    expected_secrets = {v: f"dsrflow/dev/vendors/{v}" for v in ("elevate", "bloomreach", "qualifio")}
+    for name in HANDLERS:
+        env = synth.function(name)[1]["Properties"]["Environment"]["Variables"]
+        assert env["ARCHIVE_BUCKET"] == {"Ref": bucket_id}
+        assert env["ARCHIVE_KMS_KEY_ID"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        assert env["POWERTOOLS_SERVICE_NAME"] == "dsrflow"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "dsrflow"
+        assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+        # PII guards: no event logging, no handler responses in X-Ray.
+        assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
+        assert env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+        if "VENDOR_SECRETS" in env:
+            assert json.loads(env["VENDOR_SECRETS"]) == expected_secrets
+        assert ("APPROVAL_MODE" in env) == (name in ("submit", "check", "collect"))
+        if "APPROVAL_MODE" in env:
+            assert env["APPROVAL_MODE"] == "auto"
+    intake = synth.function("intake")[1]["Properties"]["Environment"]["Variables"]
+    assert intake["STATE_MACHINE_ARN"] == {"Ref": sm_id}
+    finalize = synth.function("finalize")[1]["Properties"]["Environment"]["Variables"]
+    assert finalize["EVENT_BUS_NAME"] == "default"
+    for name in ("submit", "check", "collect"):
+        assert synth.function(name)[1]["Properties"]["Environment"]["Variables"]["SECRETS_MAX_AGE"] == "300"
+
+
+def test_code_asset_is_the_functions_folder_without_bytecode(synth):
+    _, fn = synth.function("intake")
+    asset = synth.outdir / f"asset.{fn['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+    assert asset.is_dir(), f"staged asset {asset} not found"
+    staged = {p.relative_to(asset) for p in asset.rglob("*") if p.is_file()}
+    assert not [p for p in staged if "__pycache__" in p.parts or p.suffix == ".pyc"]
+    source = {
+        p.relative_to(REPO_ROOT / "functions")
+        for p in (REPO_ROOT / "functions").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert staged == source
+    assert all(Path("handlers", f"{h}.py") in staged for h in HANDLERS)
+
+
+def _role_of(synth, name: str) -> str:
+    return synth.function(name)[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def test_only_vendor_tasks_read_secrets_and_only_the_vendor_secrets(synth):
+    secret_refs = sorted(({"Ref": k} for k in synth.resources("AWS::SecretsManager::Secret")), key=str)
+    for name in HANDLERS:
+        statements = synth.role_statements(_role_of(synth, name))
+        reads = [s for s in statements if any(a.startswith("secretsmanager:") for a in synth.actions(s))]
+        if name in ("submit", "check", "collect"):
+            assert len(reads) == 1, name
+            assert sorted(synth.actions(reads[0])) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+            assert sorted(reads[0]["Resource"], key=str) == secret_refs
+        else:
+            assert reads == [], f"{name} must not read vendor credentials"
+
+
+# What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py).
+S3_OBJECT_ACTIONS = {
+    "intake": {"s3:GetObject", "s3:PutObject"},
+    "submit": {"s3:GetObject"},
+    "check": {"s3:GetObject"},
+    "collect": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"},
+    "finalize": {"s3:GetObject", "s3:PutObject"},
+}
+
+
+@pytest.mark.parametrize("name", HANDLERS)
+def test_s3_access_is_exactly_what_the_handler_does(synth, name):
+    bucket_id, _ = synth.archive_bucket()
+    objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/requests/*"]]}
+    granted: set[str] = set()
+    for statement in synth.role_statements(_role_of(synth, name)):
+        s3_actions = [a for a in synth.actions(statement) if a.startswith("s3:")]
+        if not s3_actions:
+            continue
+        if s3_actions == ["s3:ListBucket"]:
+            assert statement["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
+            continue
+        assert statement["Resource"] == objects, f"{name}: object actions outside requests/"
+        granted |= set(s3_actions)
+    assert granted == S3_OBJECT_ACTIONS[name]
+
+
+def test_state_machine_access_of_intake(synth):
+    sm_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    statements = synth.role_statements(_role_of(synth, "intake"))
+    by_action = {a: s["Resource"] for s in statements for a in synth.actions(s) if a.startswith("states:")}
+    assert set(by_action) == {"states:StartExecution", "states:DescribeExecution"}
+    assert by_action["states:StartExecution"] == {"Ref": sm_id}
+    parts = by_action["states:DescribeExecution"]["Fn::Join"][1]
+    assert ":execution:" in parts and {"Fn::GetAtt": [sm_id, "Name"]} in parts and parts[-1] == ":*"
+
+
+def test_finalize_puts_events_on_the_configured_bus_only(synth):
+    puts = [s for s in synth.role_statements(_role_of(synth, "finalize")) if "events:PutEvents" in synth.actions(s)]
+    assert len(puts) == 1
+    assert puts[0]["Resource"]["Fn::Join"][1][-1] == ":event-bus/default"
+    for name in ("intake", "submit", "check", "collect"):
+        assert not [s for s in synth.role_statements(_role_of(synth, name)) if "events:PutEvents" in synth.actions(s)]

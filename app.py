@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """CDK entry point: `cdk synth` / `cdk deploy` (via cdk.json) or `python app.py`. Needs neither Docker nor AWS
-credentials. Settings come from CDK context (cdk.json, `-c key=value`): see docs/DEPLOY.md."""
+credentials. Settings come from CDK context (cdk.json, `-c key=value`): see README.md, Deploy."""
 
 from __future__ import annotations
 

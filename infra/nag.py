@@ -37,7 +37,7 @@ RUNTIME = (
 ROTATION = (
     "These hold third-party vendor API credentials that can only be issued in each vendor's console; there "
     "is no rotation Lambda that could mint new ones. They are rotated by the operator with put-secret-value "
-    "(docs/DEPLOY.md); the functions pick up a new value within SECRETS_MAX_AGE (300 s)."
+    "(README.md, Deploy); the functions pick up a new value within SECRETS_MAX_AGE (300 s)."
 )
 IAM_AUTH = (
     "The API uses AWS_IAM (SigV4) authorization on every method: its callers are backend systems (the CRM) "

@@ -5,7 +5,7 @@ credential leak, but it is a value CloudFormation owns: a later change to that p
 write a new random version over the credentials the operator put in. CloudFormation documents that
 omitting both `SecretString` and `GenerateSecretString` creates an empty secret (no version at all), so the
 generated property is removed and the value is only ever written by the operator
-(`aws secretsmanager put-secret-value`, see docs/DEPLOY.md). Until then the functions fail with a
+(`aws secretsmanager put-secret-value`, see README.md, Deploy). Until then the functions fail with a
 ConfigError that says exactly that.
 """
 
@@ -34,7 +34,7 @@ class VendorSecrets(Construct):
                 self,
                 vendor,
                 secret_name=secret_name(stage, vendor),
-                description=f"dsrflow {stage}: {vendor} API credentials (JSON, see docs/DEPLOY.md)",
+                description=f"dsrflow {stage}: {vendor} API credentials (JSON, see README.md, Deploy)",
                 encryption_key=key,
                 # Credentials are not evidence: deleting the stack should not leave live vendor keys behind.
                 removal_policy=RemovalPolicy.DESTROY,

@@ -88,7 +88,7 @@ class DsrflowStack(Stack):
                 self,
                 f"SecretArn{vendor.replace('-', '').replace('_', '').capitalize()}",
                 value=secret.secret_arn,
-                description=f"put the {vendor} credentials JSON here (docs/DEPLOY.md)",
+                description=f"put the {vendor} credentials JSON here (README.md, Deploy)",
             )
 
         apply_suppressions(self)

@@ -208,7 +208,7 @@ class LocalCloud:
         for role_name, handler in FUNCTIONS_BY_ROLE.items():
             arn = lam.create_function(
                 FunctionName=f"{PREFIX}-{role_name}",
-                Runtime="python3.12",
+                Runtime="python3.13",
                 Role=role,
                 Handler=handler,
                 Code={"ZipFile": zipped.getvalue()},

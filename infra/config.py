@@ -50,6 +50,7 @@ class Config:
     crm_event_source: str
     crm_detail_type: str
     retention_days: int  # objects under requests/ expire after this many days
+    proof_retention_days: int  # manifests under proof/ (no personal data) expire after this many days
     noncurrent_version_days: int  # an overwritten/expired version survives this long (undo window)
     access_log_retention_days: int
     log_retention_days: int
@@ -184,6 +185,12 @@ def load_config(node: Node) -> Config:
         if problem:
             raise DeployConfigError(problem)
 
+    retention_days = _int(node, "retentionDays", 30)
+    # Three years: roughly how long a data subject or a supervisory authority can still question an answer.
+    proof_retention_days = _int(node, "proofRetentionDays", 1095)
+    if proof_retention_days < retention_days:
+        raise DeployConfigError("context 'proofRetentionDays' must not be shorter than 'retentionDays'")
+
     topic = _raw(node, "alarmTopicArn", None)
     if topic is not None and not str(topic).startswith("arn:"):
         raise DeployConfigError(f"context 'alarmTopicArn' must be an SNS topic ARN, got {topic!r}")
@@ -194,7 +201,8 @@ def load_config(node: Node) -> Config:
         event_bus_name=bus,
         crm_event_source=str(_raw(node, "crmEventSource", "crm")),
         crm_detail_type=str(_raw(node, "crmDetailType", "Data Subject Request")),
-        retention_days=_int(node, "retentionDays", 30),
+        retention_days=retention_days,
+        proof_retention_days=proof_retention_days,
         noncurrent_version_days=_int(node, "noncurrentVersionDays", 7),
         access_log_retention_days=_int(node, "accessLogRetentionDays", 365),
         log_retention_days=log_retention,

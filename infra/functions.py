@@ -19,7 +19,7 @@ from constructs import Construct
 
 from infra.config import FUNCTIONS_DIR, LAMBDA_ARCH, LAMBDA_PYTHON, Config, log_retention
 from infra.secrets import VendorSecrets
-from infra.storage import REQUESTS_PREFIX, Storage
+from infra.storage import PROOF_PREFIX, REQUESTS_PREFIX, Storage
 
 RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, f"PYTHON_{LAMBDA_PYTHON.replace('.', '_')}")
 ARCHITECTURE = lambda_.Architecture.ARM_64 if LAMBDA_ARCH == "aarch64" else lambda_.Architecture.X86_64
@@ -150,6 +150,8 @@ class Functions(Construct):
         # any failure so no partial object or orphaned part holding personal data remains; outcome.json.
         self._s3("collect", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
         self._s3("finalize", "s3:GetObject", "s3:PutObject")  # request.json, manifest.json
+        self._proof("finalize", "s3:PutObject")  # the manifest's proof copy
+        self._proof("intake", "s3:GetObject")  # GET /requests/{id} after the request data expired
 
         for name in SECRET_READERS:
             for secret in secrets.secrets.values():
@@ -173,6 +175,13 @@ class Functions(Construct):
     def connect_event_bus(self, bus: events.IEventBus) -> None:
         """finalize puts the completion event on the CRM's bus (EVENT_BUS_NAME)."""
         bus.grant_put_events_to(self.functions["finalize"])
+
+    def _proof(self, name: str, *object_actions: str) -> None:
+        self.roles[name].add_to_policy(
+            iam.PolicyStatement(
+                actions=list(object_actions), resources=[self._storage.bucket.arn_for_objects(f"{PROOF_PREFIX}*")]
+            )
+        )
 
     def _s3(self, name: str, *object_actions: str) -> None:
         role = self.roles[name]

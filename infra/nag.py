@@ -18,8 +18,9 @@ XRAY = (
     "logs:*ResourcePolicy), which do not support resource-level permissions."
 )
 REQUEST_OBJECTS = (
-    "Object actions are limited to the requests/ prefix of the archive bucket; the wildcard stands for the "
-    "per-request keys (requests/{request_id}/...), which are created at run time."
+    "Object actions are limited to the requests/ prefix of the archive bucket (and, for finalize's put and "
+    "intake's get of the manifest's proof copy, to proof/); the wildcard stands for the per-request keys "
+    "(requests/{request_id}/..., proof/{request_id}/manifest.json), which are created at run time."
 )
 EXECUTIONS = (
     "states:DescribeExecution on this state machine's executions only; execution names are request ids "
@@ -64,7 +65,7 @@ def _iam5(reason: str, *applies_to: str | RegexAppliesTo) -> NagPackSuppression:
 
 
 def apply_suppressions(stack: DsrflowStack) -> None:
-    objects = RegexAppliesTo(regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/requests\/\*$/g")
+    objects = RegexAppliesTo(regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/(requests|proof)\/\*$/g")
     for name, role in stack.functions.roles.items():
         found = [_iam5(XRAY, "Resource::*"), _iam5(REQUEST_OBJECTS, objects)]
         if name == "intake":

@@ -44,6 +44,7 @@ class DsrflowStack(Stack):
             "Storage",
             stage=config.stage,
             retention_days=config.retention_days,
+            proof_retention_days=config.proof_retention_days,
             noncurrent_version_days=config.noncurrent_version_days,
             access_log_retention_days=config.access_log_retention_days,
             removal_policy=removal,

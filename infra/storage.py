@@ -8,6 +8,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 REQUESTS_PREFIX = "requests/"
+# Manifests only (no personal data): the proof that a request was answered, kept longer than the data.
+PROOF_PREFIX = "proof/"
 
 
 class Storage(Construct):
@@ -18,6 +20,7 @@ class Storage(Construct):
         *,
         stage: str,
         retention_days: int,
+        proof_retention_days: int,
         noncurrent_version_days: int,
         access_log_retention_days: int,
         removal_policy: RemovalPolicy,
@@ -79,6 +82,12 @@ class Storage(Construct):
                     noncurrent_version_expiration=Duration.days(noncurrent_version_days),
                     # An archive that failed mid-upload is aborted by the code; this catches a crashed Lambda.
                     abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-proof",
+                    prefix=PROOF_PREFIX,
+                    expiration=Duration.days(proof_retention_days),
+                    noncurrent_version_expiration=Duration.days(noncurrent_version_days),
                 ),
                 s3.LifecycleRule(
                     # Once the last noncurrent version is gone, drop the lone delete marker too. S3 does not

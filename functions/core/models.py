@@ -172,7 +172,8 @@ class Manifest(BaseModel):
     within_deadline: bool
     counts: dict[str, int]
     outcomes: list[ActionOutcome]
-    manifest_key: str
+    manifest_key: str  # beside the archives; expires with the request data
+    proof_key: str  # the same record under proof/, kept longer (no personal data in it)
 
     def summary(self) -> dict[str, Any]:
         """The execution output: the same record, readable in the console."""

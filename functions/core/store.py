@@ -28,6 +28,11 @@ def manifest_key(request_id: str) -> str:
     return f"{prefix(request_id)}manifest.json"
 
 
+def proof_key(request_id: str) -> str:
+    """The manifest's second copy: no personal data, so it may outlive the request data as proof."""
+    return f"proof/{request_id}/manifest.json"
+
+
 def archive_key(request_id: str, vendor: str, action: str, name: str) -> str:
     safe = name.replace("/", "_").lstrip(".") or "archive"
     return f"{prefix(request_id)}{vendor}/{action}/{safe}"
@@ -87,8 +92,11 @@ class Store:
         return self._get_json(key)
 
     def put_manifest(self, manifest: Manifest) -> None:
-        self._put(manifest.manifest_key, manifest.model_dump_json(indent=2).encode())
+        body = manifest.model_dump_json(indent=2).encode()
+        self._put(manifest.manifest_key, body)
+        self._put(manifest.proof_key, body)
 
     def load_manifest(self, request_id: str) -> Manifest | None:
-        raw = self._get_json(manifest_key(request_id))
+        """The manifest, from the proof copy once the request data has expired."""
+        raw = self._get_json(manifest_key(request_id)) or self._get_json(proof_key(request_id))
         return Manifest.model_validate(raw) if raw is not None else None

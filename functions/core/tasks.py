@@ -27,7 +27,7 @@ from core.models import (
     VendorPlan,
     deadline_for,
 )
-from core.store import Store, archive_key, manifest_key, outcome_key
+from core.store import Store, archive_key, manifest_key, outcome_key, proof_key
 
 
 class ErasureWithheld(DsrError):
@@ -235,6 +235,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
         counts=counts,
         outcomes=outcomes,
         manifest_key=manifest_key(execution.request_id),
+        proof_key=proof_key(execution.request_id),
     )
     rt.store.put_manifest(manifest)
     if rt.events is not None and rt.event_bus_name:

@@ -36,6 +36,7 @@ def test_defaults():
     assert c.vendors == ("elevate", "bloomreach", "qualifio")
     assert (c.event_bus_name, c.crm_event_source, c.crm_detail_type) == ("default", "crm", "Data Subject Request")
     assert (c.retention_days, c.noncurrent_version_days, c.log_retention_days) == (30, 7, 90)
+    assert c.proof_retention_days == 1095
     assert c.approval_mode == "auto" and c.retain_data is True and c.api_gateway_cloudwatch_role is True
 
 
@@ -63,6 +64,7 @@ def test_known_vendors_are_read_from_the_registry():
         ({"stage": "Prod!"}, "'stage'"),
         ({"retentionDays": "0"}, "'retentionDays'"),
         ({"retentionDays": "thirty"}, "'retentionDays'"),
+        ({"retentionDays": "400", "proofRetentionDays": "365"}, "'proofRetentionDays' must not be shorter"),
         ({"logRetentionDays": "42"}, "'logRetentionDays' must be one of"),
         ({"approvalMode": "sometimes"}, "'approvalMode' must be one of auto, manual"),
         ({"removalPolicy": "snapshot"}, "'removalPolicy'"),

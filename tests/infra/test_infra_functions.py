@@ -157,21 +157,23 @@ def test_only_vendor_tasks_read_secrets_and_only_the_vendor_secrets(synth):
             assert reads == [], f"{name} must not read vendor credentials"
 
 
-# What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py).
+# What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py), per prefix.
 S3_OBJECT_ACTIONS = {
-    "intake": {"s3:GetObject", "s3:PutObject"},
-    "submit": {"s3:GetObject"},
-    "check": {"s3:GetObject"},
-    "collect": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"},
-    "finalize": {"s3:GetObject", "s3:PutObject"},
+    "intake": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:GetObject"}},
+    "submit": {"requests": {"s3:GetObject"}},
+    "check": {"requests": {"s3:GetObject"}},
+    "collect": {"requests": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}},
+    "finalize": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:PutObject"}},
 }
 
 
 @pytest.mark.parametrize("name", HANDLERS)
 def test_s3_access_is_exactly_what_the_handler_does(synth, name):
     bucket_id, _ = synth.archive_bucket()
-    objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/requests/*"]]}
-    granted: set[str] = set()
+    prefixes = {
+        p: {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{p}/*"]]} for p in ("requests", "proof")
+    }
+    granted: dict[str, set[str]] = {}
     for statement in synth.role_statements(_role_of(synth, name)):
         s3_actions = [a for a in synth.actions(statement) if a.startswith("s3:")]
         if not s3_actions:
@@ -179,8 +181,9 @@ def test_s3_access_is_exactly_what_the_handler_does(synth, name):
         if s3_actions == ["s3:ListBucket"]:
             assert statement["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
             continue
-        assert statement["Resource"] == objects, f"{name}: object actions outside requests/"
-        granted |= set(s3_actions)
+        prefix = next((p for p, arn in prefixes.items() if statement["Resource"] == arn), None)
+        assert prefix is not None, f"{name}: object actions outside requests/ and proof/"
+        granted.setdefault(prefix, set()).update(s3_actions)
     assert granted == S3_OBJECT_ACTIONS[name]
 
 

@@ -94,6 +94,10 @@ def test_request_data_expires(synth):
     assert expire["ExpirationInDays"] == 30  # the default retention
     assert expire["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
     assert expire["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # The manifests' proof copy (no personal data) outlives the request data: three years by default.
+    proof = rules["expire-proof"]
+    assert proof["Prefix"] == "proof/" and proof["ExpirationInDays"] == 1095
+    assert proof["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
     markers = rules["remove-expired-delete-markers"]
     assert markers["Prefix"] == "requests/" and markers["ExpiredObjectDeleteMarker"] is True
 

@@ -33,8 +33,10 @@ def test_export_and_erase_across_all_vendors(run_request):
         assert accepted["status"] == "accepted"
         assert summary["status"] == "completed", summary
         assert summary["counts"] == {"completed": 6, "failed": 0, "skipped": 0}
-        # The manifest in the bucket is the execution's output.
+        # The manifest in the bucket is the execution's output, and its proof copy is the same record.
         assert json.loads(cloud.read("requests/dsr-all/manifest.json")) == summary
+        assert json.loads(cloud.read(summary["proof_key"])) == summary
+        assert summary["proof_key"] == "proof/dsr-all/manifest.json"
         for vendor in ("elevate", "bloomreach", "qualifio"):
             export = outcome(summary, vendor, "export")
             assert len(export["archives"]) == 1, export
@@ -204,9 +206,13 @@ def test_status_endpoint_shows_the_manifest(run_request):
         )
         status, body = cloud.api("GET", f"/requests/{accepted['request_id']}")
         missing, _ = cloud.api("GET", "/requests/no-such-request")
+        # Once the request data has expired, the status still shows the proof copy.
+        cloud.client("s3").delete_object(Bucket=cloud.bucket, Key=summary["manifest_key"])
+        _, after_expiry = cloud.api("GET", f"/requests/{accepted['request_id']}")
 
     assert status == 200 and body["execution_status"] == "SUCCEEDED"
     assert body["manifest"] == summary
+    assert after_expiry["manifest"] == summary
     assert missing == 404
 
 

@@ -28,11 +28,11 @@ import tracemalloc
 from typing import Any, Iterator
 
 import boto3
-from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from connectors.base import Archive
 from core.archive_store import DEFAULT_PART_SIZE, store_archive
+from local.discarding_s3 import DiscardingS3
 
 MIB = 1024 * 1024
 SIZES_MIB = (16, 64, 256)
@@ -73,40 +73,6 @@ class _SampleAtComplete:
     def complete_multipart_upload(self, **kwargs: Any) -> Any:
         self.streaming_peak = tracemalloc.get_traced_memory()[1]
         return self._client.complete_multipart_upload(**kwargs)
-
-
-class _Sink:
-    """Answers botocore's S3 calls at the HTTP layer: drains each body block by block and drops it."""
-
-    def __init__(self, client: Any):
-        events = client.meta.events
-        events.register("before-send.s3.CreateMultipartUpload", self._create)
-        events.register("before-send.s3.UploadPart", self._part)
-        events.register("before-send.s3.CompleteMultipartUpload", self._complete)
-
-    @staticmethod
-    def _answer(request: Any, body: bytes = b"", headers: dict[str, str] | None = None) -> AWSResponse:
-        return AWSResponse(request.url, 200, headers or {}, _Raw(body))
-
-    def _create(self, request: Any, **_: Any) -> AWSResponse:
-        body = b"<InitiateMultipartUploadResult><UploadId>u</UploadId></InitiateMultipartUploadResult>"
-        return self._answer(request, body)
-
-    def _part(self, request: Any, **_: Any) -> AWSResponse:
-        while request.body.read(256 * 1024):
-            pass
-        return self._answer(request, headers={"ETag": '"p"'})
-
-    def _complete(self, request: Any, **_: Any) -> AWSResponse:
-        return self._answer(request, b"<CompleteMultipartUploadResult></CompleteMultipartUploadResult>")
-
-
-class _Raw:
-    def __init__(self, body: bytes):
-        self._body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
 
 
 def _measure(s3: Any, key_id: str, pool: bytes, size_mib: int) -> tuple[float, int, int, int]:
@@ -163,8 +129,7 @@ def main() -> None:
                moto_rows())
 
     # Outside mock_aws: moto's hook is off, the sink answers instead. Dummy credentials for the signer.
-    sink = boto3.client("s3", region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
-    _Sink(sink)
+    sink = DiscardingS3(REGION).client
     store_archive(sink, BUCKET, "warmup", "alias/bench", Archive("w", "application/zip", _chunks(MIB, pool)))
     print()
     _table("real botocore, bodies drained and dropped at the HTTP layer (what a Lambda holds)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 import tracemalloc
 from types import SimpleNamespace
@@ -12,13 +11,13 @@ from typing import Any, Iterable, Iterator
 import boto3
 import pytest
 import requests
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from connectors.base import Archive
 from core.archive_store import MAX_PARTS, StoredArchive, store_archive
 from core.errors import ArchiveTransferError
+from local.discarding_s3 import DiscardingS3
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # the S3 minimum, so tests need few megabytes to cross part boundaries
@@ -272,47 +271,6 @@ def test_part_size_below_the_s3_minimum_is_refused(aws):
 
 
 # --- bounded memory ------------------------------------------------------------------------------------------
-
-
-class _Raw(io.BytesIO):
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.read()
-
-
-class DiscardingS3:
-    """A real botocore S3 client whose HTTP send is replaced: bodies are read and dropped, answers are canned.
-
-    Why not moto here: moto keeps every part and assembles the whole object in Python memory on
-    CompleteMultipartUpload, which tracemalloc would count against us. This stand-in keeps everything
-    that runs in Lambda (our buffering, botocore's serialisation and CRC32 trailer) and drops only the
-    storage, which S3 does on its side.
-    """
-
-    def __init__(self) -> None:
-        self.client = boto3.client("s3", region_name="eu-west-1")
-        self.received = 0
-        events = self.client.meta.events
-        events.register("before-send.s3.CreateMultipartUpload", self._create)
-        events.register("before-send.s3.UploadPart", self._part)
-        events.register("before-send.s3.CompleteMultipartUpload", self._complete)
-
-    @staticmethod
-    def _answer(request: Any, body: bytes = b"", headers: dict[str, str] | None = None) -> AWSResponse:
-        return AWSResponse(request.url, 200, headers or {}, _Raw(body))
-
-    def _create(self, request: Any, **_: Any) -> AWSResponse:
-        return self._answer(request, b"<InitiateMultipartUploadResult><UploadId>u-1</UploadId>"
-                                     b"</InitiateMultipartUploadResult>")
-
-    def _part(self, request: Any, **_: Any) -> AWSResponse:
-        while request.body.read(256 * 1024):  # drain like a socket would, block by block
-            pass
-        self.received += int(request.headers["X-Amz-Decoded-Content-Length"])
-        return self._answer(request, headers={"ETag": '"part"'})
-
-    def _complete(self, request: Any, **_: Any) -> AWSResponse:
-        return self._answer(request, b"<CompleteMultipartUploadResult><ETag>\"whole\"</ETag>"
-                                     b"</CompleteMultipartUploadResult>")
 
 
 def test_memory_stays_within_a_few_parts_for_a_64_mib_archive():

@@ -8,6 +8,8 @@ new.
 
 from __future__ import annotations
 
+import re
+
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.utilities.parser import envelopes, parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from core import intake
 from core.clock import utcnow
+from core.models import REQUEST_ID_PATTERN
 from core.runtime import client, runtime
 from core.settings import settings
 from handlers.observability import logger, tracer
@@ -57,6 +60,8 @@ def create_request() -> Response:
 
 @app.get("/requests/<request_id>")
 def get_request(request_id: str) -> Response:
+    if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
+        raise intake.InvalidRequest([{"field": "request_id", "message": "letters, digits, - and _ only (max 80)"}])
     s = settings()
     found = intake.describe(
         request_id, store=runtime().store, sfn=client("stepfunctions"), state_machine_arn=s.state_machine_arn or ""
@@ -77,9 +82,15 @@ def _from_eventbridge(event: dict) -> dict:
         detail = parse(event=event, model=dict, envelope=envelopes.EventBridgeEnvelope)
     except ValidationError as exc:
         raise intake.InvalidRequest(intake.field_errors(exc)) from None
-    if isinstance(detail, dict) and not detail.get("request_id"):
-        # Redeliveries of one event carry the same id: derive the request id from it.
-        detail = {**detail, "request_id": f"evt-{EventBridgeModel.model_validate(event).id}"}
+    envelope = EventBridgeModel.model_validate(event)
+    if isinstance(detail, dict):
+        # Redeliveries of one event carry the same id: derive the request id from it. The CRM emitted the
+        # event when it received the request, so the GDPR clock starts then, not when intake ran.
+        detail = {
+            "request_id": f"evt-{envelope.id}",
+            "received_at": envelope.time.isoformat(),
+            **{k: v for k, v in detail.items() if v is not None},
+        }
     request = intake.parse_request(detail, prefix="detail.")
     return _accept(request, "eventbridge").model_dump(mode="json")
 

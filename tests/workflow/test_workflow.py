@@ -178,6 +178,8 @@ def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
             cloud.invoke("intake", {**event, "id": "other", "detail": {"actions": ["export"], "subject": {"email": "x"}}})
 
     assert first["request_id"] == f"evt-{event['id']}" and first["status"] == "accepted"
+    # The GDPR month starts when the CRM received the request (the event's time), not when intake ran.
+    assert first["deadline"].startswith("2026-12-23T10:00:00")
     assert again["status"] == "duplicate"
     assert execution["status"] == "SUCCEEDED"
 
@@ -206,6 +208,7 @@ def test_status_endpoint_shows_the_manifest(run_request):
         )
         status, body = cloud.api("GET", f"/requests/{accepted['request_id']}")
         missing, _ = cloud.api("GET", "/requests/no-such-request")
+        invalid, problem = cloud.api("GET", "/requests/not%20an%20id")
         # Once the request data has expired, the status still shows the proof copy.
         cloud.client("s3").delete_object(Bucket=cloud.bucket, Key=summary["manifest_key"])
         _, after_expiry = cloud.api("GET", f"/requests/{accepted['request_id']}")
@@ -214,6 +217,7 @@ def test_status_endpoint_shows_the_manifest(run_request):
     assert body["manifest"] == summary
     assert after_expiry["manifest"] == summary
     assert missing == 404
+    assert invalid == 400 and problem["fields"][0]["field"] == "request_id"
 
 
 def test_manual_approval_waits_for_a_human_dpo():

@@ -29,7 +29,9 @@ def _parse_ids(values: list[str]) -> dict[str, str]:
     for item in values:
         id_type, sep, value = item.partition("=")
         if not sep or not id_type or not value:
-            raise argparse.ArgumentTypeError(f"--customer-id wants TYPE=VALUE (e.g. registered=crm-1001), got {item!r}")
+            raise argparse.ArgumentTypeError(
+                f"--customer-id wants TYPE=VALUE (e.g. registered=crm-1001), got {item!r}"
+            )
         ids[id_type] = value
     return ids
 
@@ -42,7 +44,10 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         subject["customer_key"] = args.customer_key
     if args.customer_id:
         subject["customer_ids"] = _parse_ids(args.customer_id)
-    request: dict[str, Any] = {"actions": [a.strip() for a in args.actions.split(",") if a.strip()], "subject": subject}
+    request: dict[str, Any] = {
+        "actions": [a.strip() for a in args.actions.split(",") if a.strip()],
+        "subject": subject,
+    }
     if args.vendors:
         request["vendors"] = [v.strip() for v in args.vendors.split(",") if v.strip()]
     for field in ("request_id", "justification"):
@@ -68,8 +73,10 @@ def vendor_credentials(args: argparse.Namespace, wanted: list[str] | None) -> It
     names = [n for n in SIMULATORS if wanted is None or n in wanted]
     with contextlib.ExitStack() as stack:
         sims = {n: stack.enter_context(simulator_class(n)(time_scale=args.time_scale)) for n in names}
-        print(f"Started vendor simulators ({args.time_scale:g}x time): "
-              + ", ".join(f"{n} {s.base_url}" for n, s in sims.items()))
+        print(
+            f"Started vendor simulators ({args.time_scale:g}x time): "
+            + ", ".join(f"{n} {s.base_url}" for n, s in sims.items())
+        )
         yield {n: s.credentials() for n, s in sims.items()}
 
 
@@ -114,7 +121,8 @@ class ProgressPrinter:
             return f"{who} submitted (job {job_id}); first look at {out.get('wait_until')}{self._vendor_wait(out)}"
         status = progress["status"]
         if status in ("pending", "needs_approval"):
-            return f"{who} {status}: {progress.get('reason')}; next look at {out.get('wait_until')}{self._vendor_wait(out)}"
+            wait = f"next look at {out.get('wait_until')}{self._vendor_wait(out)}"
+            return f"{who} {status}: {progress.get('reason')}; {wait}"
         return f"{who} {status}{': ' + progress['reason'] if progress.get('reason') else ''}"
 
     def _vendor_wait(self, out: dict[str, Any]) -> str:
@@ -147,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
     request = build_request(args)
     out_dir = Path(args.out) if args.out else None
-    with vendor_credentials(args, request.get("vendors")) as creds, LocalCloud(creds, time_scale=args.time_scale) as cloud:
+    with (
+        vendor_credentials(args, request.get("vendors")) as creds,
+        LocalCloud(creds, time_scale=args.time_scale) as cloud,
+    ):
         status, body = cloud.api("POST", "/requests", request)
         if status not in (200, 202):
             print("Request rejected (HTTP %d):" % status, file=sys.stderr)
@@ -162,13 +173,17 @@ def run(args: argparse.Namespace) -> int:
         history = cloud.history(request_id)
         transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         if execution["status"] != "SUCCEEDED":
-            print(f"Execution {execution['status']}: {execution.get('error')} {execution.get('cause')}", file=sys.stderr)
+            print(
+                f"Execution {execution['status']}: {execution.get('error')} {execution.get('cause')}", file=sys.stderr
+            )
             return 1
         summary = json.loads(execution["output"])
         print()
-        print(f"Request {request_id}: {summary['status']} ({summary['counts']}), "
-              f"{transitions} state transitions ({len(history)} history events), "
-              f"within deadline: {summary['within_deadline']}")
+        print(
+            f"Request {request_id}: {summary['status']} ({summary['counts']}), "
+            f"{transitions} state transitions ({len(history)} history events), "
+            f"within deadline: {summary['within_deadline']}"
+        )
         for o in summary["outcomes"]:
             line = f"  {o['vendor']:<11} {o['action']:<7} {o['status']:<10}"
             if o["status"] != "completed" or o.get("reason"):
@@ -204,16 +219,27 @@ def parser() -> argparse.ArgumentParser:
     def request_flags(sp: argparse.ArgumentParser, demo: bool) -> None:
         sp.add_argument("--email", default=SAMPLE.email if demo else None)
         sp.add_argument("--customer-key", default=SAMPLE.customer_key if demo else None)
-        sp.add_argument("--customer-id", action="append", default=[f"registered={SAMPLE.registered}"] if demo else [],
-                        metavar="TYPE=VALUE", help="repeatable, e.g. registered=crm-1001")
-        sp.add_argument("--actions", default="export,erase" if demo else "export", help="export, erase or export,erase")
+        sp.add_argument(
+            "--customer-id",
+            action="append",
+            default=[f"registered={SAMPLE.registered}"] if demo else [],
+            metavar="TYPE=VALUE",
+            help="repeatable, e.g. registered=crm-1001",
+        )
+        sp.add_argument(
+            "--actions", default="export,erase" if demo else "export", help="export, erase or export,erase"
+        )
         sp.add_argument("--vendors", help="comma-separated; default: every configured vendor")
         sp.add_argument("--request-id")
         sp.add_argument("--justification")
         sp.add_argument("--dry-run", action="store_true", help="erasure dry run where the vendor supports it")
         sp.add_argument("--vendors-file", help='JSON {"elevate": {...}, "bloomreach": {...}, "qualifio": {...}}')
-        sp.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE if demo else 1.0,
-                        help="vendor seconds per real second (simulators and schedules)")
+        sp.add_argument(
+            "--time-scale",
+            type=float,
+            default=DEMO_TIME_SCALE if demo else 1.0,
+            help="vendor seconds per real second (simulators and schedules)",
+        )
         sp.add_argument("--out", default="dsr-out" if demo else None, help="copy archives + manifest here")
         sp.add_argument("--timeout", type=float, default=600.0, help="give up after this many real seconds")
 

@@ -68,7 +68,9 @@ class _Context:
         return 900_000
 
 
-def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any):
+def _dispatch(
+    backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
+):
     fn = backend.get_function(function_name, qualifier)
     module_name, attr = fn.handler.rsplit(".", 1)
     handler: Callable = getattr(importlib.import_module(module_name), attr)
@@ -91,7 +93,11 @@ def substitute(asl: str, values: dict[str, str]) -> str:
 
 class LocalCloud:
     def __init__(
-        self, vendors: dict[str, Any], time_scale: float = 1.0, event_bus: str = "default", approval_mode: str = "auto"
+        self,
+        vendors: dict[str, Any],
+        time_scale: float = 1.0,
+        event_bus: str = "default",
+        approval_mode: str = "auto",
     ):
         """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
         self.vendors = vendors
@@ -180,7 +186,9 @@ class LocalCloud:
         )
         s3.put_public_access_block(
             Bucket=self.bucket,
-            PublicAccessBlockConfiguration={k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")},
+            PublicAccessBlockConfiguration={
+                k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+            },
         )
         for vendor, creds in self.vendors.items():
             name = f"{PREFIX}/vendors/{vendor}"
@@ -217,9 +225,7 @@ class LocalCloud:
             )["FunctionArn"]
             self.functions[role_name] = arn
         sfn = self.client("stepfunctions")
-        definition = substitute(
-            ASL_FILE.read_text(), {k: self.functions[role] for k, role in SUBSTITUTIONS.items()}
-        )
+        definition = substitute(ASL_FILE.read_text(), {k: self.functions[role] for k, role in SUBSTITUTIONS.items()})
         self.state_machine_arn = sfn.create_state_machine(
             name=f"{PREFIX}-dsr", definition=definition, roleArn=role, type="STANDARD"
         )["stateMachineArn"]
@@ -318,7 +324,9 @@ class LocalCloud:
     def objects(self, request_id: str) -> list[str]:
         s3 = self.client("s3")
         keys = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"requests/{request_id}/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"requests/{request_id}/"
+        ):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
 

@@ -176,8 +176,7 @@ class _Upload:
                 # Our own errors have messages written to be quoted; anyone else's only by type.
                 detail = str(exc) if isinstance(exc, DsrError) else type(exc).__name__
                 raise ArchiveTransferError(
-                    f"{self.key}: the download broke off after {self.received} bytes ({detail}); "
-                    "nothing was stored"
+                    f"{self.key}: the download broke off after {self.received} bytes ({detail}); nothing was stored"
                 ) from None
             if chunk:
                 yield chunk

@@ -154,8 +154,7 @@ class VendorHttp:
         except ValueError:
             raise VendorError(
                 self.vendor,
-                f"{method} {self._path(url)} answered HTTP {response.status_code} "
-                f"with a body that is not JSON",
+                f"{method} {self._path(url)} answered HTTP {response.status_code} with a body that is not JSON",
                 response.status_code,
             ) from None
 
@@ -208,4 +207,6 @@ def checked_chunks(
             f"{what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored{hint}"
         ) from None
     if length is not None and received != length:
-        raise ArchiveTransferError(f"{what} ended after {received} of the announced {length} bytes; nothing was stored")
+        raise ArchiveTransferError(
+            f"{what} ended after {received} of the announced {length} bytes; nothing was stored"
+        )

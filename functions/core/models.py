@@ -102,7 +102,7 @@ class VendorPlan(BaseModel):
 
 class Skipped(BaseModel):
     vendor: str
-    action: Action | None = None  # None: every action of the request
+    action: Action
     reason: str
 
 

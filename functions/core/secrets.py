@@ -24,7 +24,9 @@ def vendor_credentials(vendor: str) -> Any:
         # Powertools keeps only the SDK's message: "An error occurred (Code) when calling ...".
         code = next((c for c in _KNOWN_CODES if c in str(exc)), "see the function's permissions and the secret")
         if code == "ResourceNotFoundException":
-            problem = f"secret {secret_id} holds no value yet (or does not exist): put the vendor's credentials JSON into it"
+            problem = (
+                f"secret {secret_id} holds no value yet (or does not exist): put the vendor's credentials JSON into it"
+            )
         else:
             problem = f"secret {secret_id} could not be read ({code})"
         raise ConfigError(vendor, "(secret)", problem) from None

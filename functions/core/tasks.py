@@ -55,16 +55,13 @@ def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime) ->
     vendors: list[VendorPlan] = []
     skipped: list[Skipped] = []
     for vendor in wanted:
-        if vendor not in enabled:
-            skipped.append(Skipped(vendor=vendor, reason="not enabled in this deployment (no credentials secret)"))
-            continue
-        cls = registry.connector_class(vendor)
+        cls = registry.connector_class(vendor) if vendor in enabled else None
         actions: list[Action] = []
         for action in request.actions:
-            if action not in cls.actions:
-                skipped.append(Skipped(vendor=vendor, action=action, reason=f"{vendor} offers no {action.value} job"))
-                continue
-            reason = cls.cannot_act_on(request.subject, action)
+            if cls is None:
+                reason = "not enabled in this deployment (no credentials secret)"
+            else:
+                reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
             if reason:
                 skipped.append(Skipped(vendor=vendor, action=action, reason=reason))
                 continue
@@ -212,9 +209,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     execution = ExecutionInput.model_validate(payload)
     outcomes = [_outcome(r) for vendor_results in payload.get("results", []) for r in vendor_results]
     outcomes += [
-        ActionOutcome(vendor=s.vendor, action=a, status="skipped", reason=s.reason)
-        for s in execution.skipped
-        for a in ([s.action] if s.action else _requested_actions(rt, execution.request_id))
+        ActionOutcome(vendor=s.vendor, action=s.action, status="skipped", reason=s.reason) for s in execution.skipped
     ]
     outcomes.sort(key=lambda o: (o.vendor, 0 if o.action == Action.EXPORT else 1))
     counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("completed", "failed", "skipped")}
@@ -257,11 +252,6 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
             ]
         )
     return manifest.summary()
-
-
-def _requested_actions(rt: Runtime, request_id: str) -> list[Action]:
-    return rt.store.load_request(request_id).actions
-
 
 
 __all__ = ["Runtime", "plan", "execution_input", "submit", "check", "collect", "finalize", "ErasureWithheld"]

@@ -2,8 +2,8 @@
 
 API callers get 202 with the request id and deadline, 200 for a duplicate, 400 naming the wrong field.
 An EventBridge event that does not validate raises: Lambda retries the asynchronous invocation twice, then its
-on-failure destination (the intake dead-letter queue, alarmed) keeps the event. Nothing is lost. The request id of an event defaults to the event id, so a redelivered event starts nothing
-new.
+on-failure destination (the intake dead-letter queue, alarmed) keeps the event. Nothing is lost.
+The request id of an event defaults to the event id, so a redelivered event starts nothing new.
 """
 
 from __future__ import annotations

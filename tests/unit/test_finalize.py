@@ -17,12 +17,6 @@ class FakeStore:
     def put_manifest(self, manifest):
         self.manifest = manifest
 
-    def load_request(self, request_id):
-        class R:
-            actions = []
-
-        return R()
-
 
 class FakeEvents:
     def __init__(self):
@@ -54,12 +48,17 @@ BASE = {
 DONE = {"vendor": "elevate", "action": "export", "status": "completed", "job_id": "j1", "archives": []}
 LAMBDA_ERROR = {
     "Error": "VendorAuthError",
-    "Cause": json.dumps({"errorMessage": "qualifio: GET /v1/gdpr/profiles was refused with HTTP 403", "errorType": "VendorAuthError"}),
+    "Cause": json.dumps(
+        {"errorMessage": "qualifio: GET /v1/gdpr/profiles was refused with HTTP 403", "errorType": "VendorAuthError"}
+    ),
 }
 
 
 def test_caught_lambda_error_becomes_a_readable_reason():
-    assert failure_reason(LAMBDA_ERROR) == ("VendorAuthError", "qualifio: GET /v1/gdpr/profiles was refused with HTTP 403")
+    assert failure_reason(LAMBDA_ERROR) == (
+        "VendorAuthError",
+        "qualifio: GET /v1/gdpr/profiles was refused with HTTP 403",
+    )
     assert failure_reason({"Error": "States.Timeout", "Cause": "timed out"}) == ("States.Timeout", "timed out")
     assert failure_reason(None)[1] == "failed without a recorded reason"
 
@@ -75,8 +74,12 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
     assert q["error"] == "VendorAuthError" and "HTTP 403" in q["reason"]
     assert rt.store.manifest.manifest_key == "requests/r1/manifest.json"
     detail = json.loads(events.entries[0]["Detail"])
-    assert detail == {"request_id": "r1", "status": "partially_failed", "counts": summary["counts"],
-                      "manifest": {"bucket": "b", "key": "requests/r1/manifest.json"}}
+    assert detail == {
+        "request_id": "r1",
+        "status": "partially_failed",
+        "counts": summary["counts"],
+        "manifest": {"bucket": "b", "key": "requests/r1/manifest.json"},
+    }
     assert events.entries[0]["EventBusName"] == "crm-bus"
 
 
@@ -86,12 +89,25 @@ def test_all_completed_and_within_deadline():
 
 
 def test_nothing_completed_is_failed_and_skips_are_reported():
-    payload = {**BASE, "vendors": [], "results": [],
-               "skipped": [{"vendor": "elevate", "action": "export", "reason": "no customer_key given"}]}
+    payload = {
+        **BASE,
+        "vendors": [],
+        "results": [],
+        "skipped": [{"vendor": "elevate", "action": "export", "reason": "no customer_key given"}],
+    }
     summary = finalize(payload, runtime())
     assert summary["status"] == "failed"
     assert summary["outcomes"] == [
-        {"vendor": "elevate", "action": "export", "status": "skipped", "job_id": None,
-         "reason": "no customer_key given", "error": None, "archives": [], "submitted_at": None,
-         "completed_at": None, "checks": None}
+        {
+            "vendor": "elevate",
+            "action": "export",
+            "status": "skipped",
+            "job_id": None,
+            "reason": "no customer_key given",
+            "error": None,
+            "archives": [],
+            "submitted_at": None,
+            "completed_at": None,
+            "checks": None,
+        }
     ]

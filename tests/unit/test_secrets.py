@@ -21,7 +21,9 @@ def env(monkeypatch):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         monkeypatch.setenv("ARCHIVE_BUCKET", "bucket")
         monkeypatch.setenv("ARCHIVE_KMS_KEY_ID", "key")
-        monkeypatch.setenv("VENDOR_SECRETS", json.dumps({"qualifio": "dsrflow/qualifio", "elevate": "dsrflow/elevate"}))
+        monkeypatch.setenv(
+            "VENDOR_SECRETS", json.dumps({"qualifio": "dsrflow/qualifio", "elevate": "dsrflow/elevate"})
+        )
         settings.cache_clear()
         secrets.clear_cache()
         yield sm
@@ -30,14 +32,19 @@ def env(monkeypatch):
 
 
 def test_credentials_json_is_read_and_validated(env):
-    env.create_secret(Name="dsrflow/elevate", SecretString=json.dumps({"base_url": "https://c.example", "api_key": "k-123"}))
+    env.create_secret(
+        Name="dsrflow/elevate", SecretString=json.dumps({"base_url": "https://c.example", "api_key": "k-123"})
+    )
     connector = registry.build("elevate", secrets.vendor_credentials("elevate"))
     assert connector.name == "elevate"
 
 
 def test_secret_created_without_a_value_says_what_to_do(env):
     env.create_secret(Name="dsrflow/qualifio")  # as the CDK stack creates it: no value in the template
-    with pytest.raises(ConfigError, match=r"qualifio: .*dsrflow/qualifio holds no value yet \(or does not exist\): put the vendor's credentials JSON"):
+    with pytest.raises(
+        ConfigError,
+        match=r"qualifio: .*dsrflow/qualifio holds no value yet \(or does not exist\): put the vendor's credentials JSON",
+    ):
         secrets.vendor_credentials("qualifio")
 
 

@@ -43,8 +43,9 @@ def test_run_with_vendors_file_exits_non_zero_with_the_reason(tmp_path):
         creds = {**sim.credentials(), "api_token": "wrong-token"}
         vendors = tmp_path / "vendors.json"
         vendors.write_text(json.dumps({"qualifio": creds}))
-        result = run_cli("run", "--email", "ada.lovelace@example.com", "--vendors-file", str(vendors),
-                         "--time-scale", "86400")
+        result = run_cli(
+            "run", "--email", "ada.lovelace@example.com", "--vendors-file", str(vendors), "--time-scale", "86400"
+        )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "qualifio    export  FAILED" in result.stdout
     assert "check the vendor credentials" in result.stdout

@@ -46,14 +46,21 @@ def test_export_and_erase_across_all_vendors(run_request):
             assert hashlib.sha256(body).hexdigest() == archive["sha256"]
             assert outcome(summary, vendor, "erase")["archives"] == []
             # Export finished before erase was submitted, for every vendor.
-            assert outcome(summary, vendor, "export")["completed_at"] <= outcome(summary, vendor, "erase")["submitted_at"]
+            assert (
+                outcome(summary, vendor, "export")["completed_at"]
+                <= outcome(summary, vendor, "erase")["submitted_at"]
+            )
         # The Elevate archive is the subject's real data, not a placeholder.
-        elevate_zip = zipfile.ZipFile(io.BytesIO(cloud.read(outcome(summary, "elevate", "export")["archives"][0]["key"])))
+        elevate_zip = zipfile.ZipFile(
+            io.BytesIO(cloud.read(outcome(summary, "elevate", "export")["archives"][0]["key"]))
+        )
         assert any(n.endswith(".jsonl") for n in elevate_zip.namelist())
         # Erasure really happened at the vendors.
         assert sims["qualifio"].profiles_of(SAMPLE.email) == []
         # Archives are encrypted with the deployment's key.
-        head = cloud.client("s3").head_object(Bucket=cloud.bucket, Key=outcome(summary, "qualifio", "export")["archives"][0]["key"])
+        head = cloud.client("s3").head_object(
+            Bucket=cloud.bucket, Key=outcome(summary, "qualifio", "export")["archives"][0]["key"]
+        )
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == cloud.kms_key_arn
 
         message = json.loads(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"])
@@ -133,7 +140,9 @@ def test_duplicate_request_id_starts_one_execution(run_request):
         # A redelivery, even with another subject, must not start anything nor replace the stored subject.
         second = cloud.submit({**request, "subject": {"email": "someone.else@example.com"}})
         cloud.wait("dsr-dup")
-        executions = cloud.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+        executions = cloud.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+            "executions"
+        ]
         stored = json.loads(cloud.read("requests/dsr-dup/request.json"))
 
     assert first["status"] == "accepted" and second["status"] == "duplicate"
@@ -150,12 +159,22 @@ def test_bad_requests_are_rejected_naming_the_field():
         assert status == 400 and body["fields"][0]["field"] == "actions.0"
         status, body = cloud.api("POST", "/requests", "{not json")
         assert status == 400 and body["fields"][0]["field"] == "(body)"
-        status, body = cloud.api("POST", "/requests", {"actions": ["export"], "subject": {"email": SAMPLE.email},
-                                                       "vendors": ["qualifio"], "request_id": "bad id!"})
+        status, body = cloud.api(
+            "POST",
+            "/requests",
+            {
+                "actions": ["export"],
+                "subject": {"email": SAMPLE.email},
+                "vendors": ["qualifio"],
+                "request_id": "bad id!",
+            },
+        )
         assert status == 400 and body["fields"][0]["field"] == "request_id"
         # Nothing was stored or started for any of them.
         assert cloud.client("s3").list_objects_v2(Bucket=cloud.bucket).get("KeyCount") == 0
-        assert cloud.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"] == []
+        assert (
+            cloud.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"] == []
+        )
 
 
 def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
@@ -175,7 +194,9 @@ def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
         again = cloud.invoke("intake", event)
         execution = cloud.wait(first["request_id"])
         with pytest.raises(RuntimeError, match=r"InvalidRequest: invalid request: detail.subject.email"):
-            cloud.invoke("intake", {**event, "id": "other", "detail": {"actions": ["export"], "subject": {"email": "x"}}})
+            cloud.invoke(
+                "intake", {**event, "id": "other", "detail": {"actions": ["export"], "subject": {"email": "x"}}}
+            )
 
     assert first["request_id"] == f"evt-{event['id']}" and first["status"] == "accepted"
     # The GDPR month starts when the CRM received the request (the event's time), not when intake ran.
@@ -243,7 +264,11 @@ def test_manual_approval_waits_for_a_human_dpo():
         assert sims["qualifio"].calls_to(r"/validate") == []
         sims["qualifio"].approve(rule_id)  # the DPO validates it in Qualifio's back office
         execution = cloud.wait(request_id)
-        states = [e["stateEnteredEventDetails"]["name"] for e in cloud.history(request_id) if "stateEnteredEventDetails" in e]
+        states = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in cloud.history(request_id)
+            if "stateEnteredEventDetails" in e
+        ]
 
     assert execution["status"] == "SUCCEEDED"
     summary = json.loads(execution["output"])

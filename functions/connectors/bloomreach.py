@@ -306,6 +306,8 @@ class BloomreachConnector:
 
     def _post(self, suffix: str, body: dict[str, Any], *, stream: bool = False) -> requests.Response:
         c = self.credentials
+        # The subject's ids (PII) and our credentials are masked should the vendor echo them in an error.
+        ids = tuple((body.get("customer_ids") or {}).values())
         return self.http.request(
             "POST",
             self._url(suffix),
@@ -313,6 +315,7 @@ class BloomreachConnector:
             auth=(c.api_key_id, c.api_secret.get_secret_value()),
             headers={"Accept": "application/json, text/csv"},
             stream=stream,
+            hide=(*ids, c.api_key_id, c.api_secret.get_secret_value()),
         )
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:

@@ -110,6 +110,7 @@ class QualifioConnector:
     def __init__(self, credentials: QualifioCredentials, http: VendorHttp | None = None):
         self.credentials = credentials
         self.http = http or VendorHttp(self.name)
+        self.http.redact[credentials.api_token.get_secret_value()] = "***"
 
     # --- protocol -----------------------------------------------------------------------------------
 
@@ -264,6 +265,7 @@ class QualifioConnector:
             self._url("/v1/gdpr/profiles"),
             params={**self._client(), "email": email},
             headers=self._headers(),
+            hide=(email,),  # should Qualifio echo it in an error
         )
         if not isinstance(raw, list):
             raise VendorError(self.name, "the profile lookup did not answer with a list of profiles")

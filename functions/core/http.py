@@ -4,10 +4,13 @@
 - retries with exponential backoff on 429/502/503/504 and on connection errors, honouring `Retry-After`
   (seconds or an HTTP date), capped so one Lambda invocation never sleeps past its budget;
 - any other 4xx fails at once with the vendor's own message; 401/403 as `VendorAuthError`;
-- once retries are spent: `VendorTransientError`, which the workflow retries later in ASL.
+- once retries are spent, or when waiting longer would eat the Lambda's time: `VendorTransientError`, which
+  the workflow retries later in ASL;
+- a redirect to another host never carries a credential header (requests only strips `Authorization`).
 
 Messages quote the vendor's words and the path, never the query string (it can hold a customer key) nor a
-header (credentials).
+header (credentials). Values a connector names in `hide` (a customer key, an email, a token) are masked in
+every message and log line, including where a vendor echoes them back in an error body.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,11 +28,14 @@ from typing import Any, Callable, Iterator
 import requests
 import urllib3
 
-from core.errors import ArchiveTransferError, VendorAuthError, VendorError, VendorTransientError
+from core.errors import ArchiveTransferError, DsrError, VendorAuthError, VendorError, VendorTransientError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Headers that carry a vendor credential (Elevate Api-Key, Qualifio x-api-token, basic auth).
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-token"})
+ERROR_BODY_LIMIT = 64 * 1024  # read at most this much of an error answer (a streamed one could be huge)
 
 
 @dataclass
@@ -37,6 +44,9 @@ class RetryPolicy:
     backoff_base: float = 0.5  # seconds; doubled per retry, with jitter
     backoff_max: float = 20.0
     retry_after_max: float = 60.0  # never sleep longer than this inside one call
+    # Total sleeping per call. Past it the call fails as transient and the workflow retries it later in ASL,
+    # rather than sleeping through the Lambda's timeout (which would be recorded as a failure, not retried).
+    budget: float = 90.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def delay(self, retry_number: int, retry_after: float | None) -> float:
@@ -51,9 +61,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -63,11 +75,20 @@ def parse_retry_after(value: str | None) -> float | None:
     return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
+def _error_body(response: requests.Response) -> bytes:
+    """At most ERROR_BODY_LIMIT bytes of an error answer, whether or not it was requested as a stream."""
+    try:
+        return next(response.iter_content(ERROR_BODY_LIMIT), b"")
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        return b""
+
+
 def vendor_message(response: requests.Response, limit: int = 300) -> str:
     """The vendor's own explanation, from common JSON shapes or the text body, shortened."""
     text = ""
+    raw = _error_body(response)
     try:
-        body = response.json()
+        body = json.loads(raw) if raw else None
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -81,9 +102,19 @@ def vendor_message(response: requests.Response, limit: int = 300) -> str:
     elif body is not None:
         text = json.dumps(body)
     else:
-        text = (response.text or "").strip()
+        text = raw.decode(response.encoding or "utf-8", errors="replace").strip()
     text = " ".join(text.split())
     return text[:limit] + ("…" if len(text) > limit else "") if text else response.reason or "no message"
+
+
+class _CredentialSafeSession(requests.Session):
+    """requests drops `Authorization` when a redirect leaves the host; this drops our API-key headers too."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in [h for h in prepared_request.headers if h.lower() in CREDENTIAL_HEADERS]:
+                del prepared_request.headers[name]
 
 
 class VendorHttp:
@@ -98,28 +129,47 @@ class VendorHttp:
         session: requests.Session | None = None,
     ):
         self.vendor = vendor
-        # Path fragments that are secrets (e.g. Bloomreach's project token) -> what to show in errors and logs.
+        # Secret text (e.g. Bloomreach's project token in paths) -> what to show instead in errors and logs.
         self.redact: dict[str, str] = {}
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.session = session or requests.Session()
+        self.session = session or _CredentialSafeSession()
 
-    def request(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, url: str, *, stream: bool = False, hide: tuple[str | None, ...] = (), **kwargs: Any
+    ) -> requests.Response:
         """Send with retries. Returns only a 2xx/3xx response; raises a named error otherwise.
 
         With stream=True the caller must read or close the body. Retries happen only before a body is
         handed over: a stream that breaks later is the caller's to handle (ArchiveTransferError).
+        `hide`: values of this call (customer key, email, ids) to mask should the vendor echo them.
         """
+        try:
+            return self._request(method, url, stream, kwargs)
+        except DsrError as exc:
+            masked = self.mask(exc.message, hide)
+            if masked != exc.message:
+                exc.message, exc.args = masked, (masked,)
+            raise
+
+    def mask(self, text: str, hide: tuple[str | None, ...] = ()) -> str:
+        for secret, shown in self.redact.items():
+            text = text.replace(secret, shown)
+        for value in hide:
+            if value:
+                text = text.replace(value, "***")
+        return text
+
+    def _request(self, method: str, url: str, stream: bool, kwargs: dict[str, Any]) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         what = f"{method} {self._path(url)}"
+        slept = 0.0
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 response = self.session.request(method, url, stream=stream, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
-                if attempt == self.retry.attempts:
-                    raise VendorTransientError(self.vendor, f"{what} {reason} after {attempt} tries") from None
-                self._pause(what, reason, attempt, None)
+                slept = self._pause_or_give_up(what, f"{what} {reason}", attempt, None, slept)
                 continue
             if response.status_code < 400:
                 return response
@@ -128,11 +178,8 @@ class VendorHttp:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 message = vendor_message(response)
                 response.close()
-                if attempt == self.retry.attempts:
-                    raise VendorTransientError(
-                        self.vendor, f"{what} answered HTTP {status} ({message}) after {attempt} tries"
-                    )
-                self._pause(what, f"HTTP {status}", attempt, retry_after)
+                failure = f"{what} answered HTTP {status} ({message})"
+                slept = self._pause_or_give_up(what, failure, attempt, retry_after, slept)
                 continue
             message = vendor_message(response)
             response.close()
@@ -159,18 +206,26 @@ class VendorHttp:
             ) from None
 
     def _path(self, url: str) -> str:
-        path = requests.utils.urlparse(url).path
-        for secret, shown in self.redact.items():
-            path = path.replace(secret, shown)
-        return path
+        return self.mask(requests.utils.urlparse(url).path)
 
-    def _pause(self, what: str, reason: str, attempt: int, retry_after: float | None) -> None:
+    def _pause_or_give_up(
+        self, what: str, failure: str, attempt: int, retry_after: float | None, slept: float
+    ) -> float:
+        """Sleep before the next try and return the total slept; raise once tries or the budget are spent."""
         delay = self.retry.delay(attempt, retry_after)
+        if attempt == self.retry.attempts:
+            raise VendorTransientError(self.vendor, f"{failure} after {attempt} tries")
+        if slept + delay > self.retry.budget:
+            raise VendorTransientError(
+                self.vendor,
+                f"{failure}; waiting {delay:.0f}s more would outlast this call, the workflow retries later",
+            )
         log.warning(
             "vendor call will be retried",
-            extra={"vendor": self.vendor, "call": what, "reason": reason, "attempt": attempt, "delay_s": delay},
+            extra={"vendor": self.vendor, "call": what, "reason": failure, "attempt": attempt, "delay_s": delay},
         )
         self.retry.sleep(delay)
+        return slept + delay
 
 
 def content_length(response: requests.Response) -> int | None:

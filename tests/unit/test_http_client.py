@@ -96,3 +96,61 @@ def test_redacted_path_fragments_never_reach_errors_or_logs(sim, vendor_http, ca
     assert "GET /{token} was refused" in str(err.value)
     assert "/forbidden" not in str(err.value)
     assert caplog.records and all("/forbidden" not in str(r.__dict__) for r in caplog.records)
+
+
+class RedirectingSimulator(Simulator):
+    """Answers every GET with a redirect to `target` (another host), as a download link might."""
+
+    name = "redirector"
+    target = ""
+
+    def routes(self):
+        return [("GET", r"/.*", lambda req: Response(status=302, headers={"Location": self.target + "/landing"}))]
+
+
+class RecordingSimulator(Simulator):
+    name = "landing"
+
+    def __init__(self):
+        super().__init__()
+        self.headers: list[dict[str, str]] = []
+
+    def routes(self):
+        return [("GET", r"/landing", self.land)]
+
+    def land(self, req: Request) -> Response:
+        self.headers.append(req.headers)
+        return Response.json({"landed": True})
+
+
+def test_a_redirect_to_another_host_carries_no_credential_header(vendor_http):
+    with RecordingSimulator() as landing, RedirectingSimulator() as redirector:
+        redirector.target = landing.base_url.replace("127.0.0.1", "localhost")  # another host name
+        out = vendor_http("echo").json(
+            "GET", redirector.base_url + "/start", headers={"Api-Key": "k-1", "x-api-token": "t-1"}, auth=("u", "p")
+        )
+    assert out == {"landed": True}
+    (seen,) = landing.headers
+    assert not {"api-key", "x-api-token", "authorization"} & set(seen)
+
+
+def test_echoed_values_are_masked_in_errors(sim, vendor_http):
+    sim.faults.server_errors = 0
+    with pytest.raises(VendorError) as err:
+        vendor_http("echo").json("GET", sim.base_url + "/bad", hide=("customerKey",))
+    assert "customerKey" not in str(err.value) and "*** is missing" in str(err.value)
+
+
+def test_retry_after_longer_than_the_budget_hands_over_to_the_workflow(sim, sleeps):
+    from core.http import RetryPolicy, VendorHttp
+
+    sim.faults.rate_limit, sim.faults.retry_after = 5, 60
+    http = VendorHttp("echo", retry=RetryPolicy(attempts=5, budget=90, sleep=sleeps))
+    with pytest.raises(VendorTransientError, match="the workflow retries later"):
+        http.json("GET", sim.base_url + "/ok")
+    assert sleeps.delays == [60.0]  # a second minute would outlast the budget
+    assert len(sim.calls) == 2
+
+
+def test_retry_after_that_is_not_a_number_is_ignored():
+    assert parse_retry_after("nan") is None and parse_retry_after("inf") is None

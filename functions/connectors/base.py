@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Iterator, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.clock import scaled, time_scale, utcnow
+from core.clock import scaled, utcnow
 from core.errors import ConfigError
 
 
@@ -247,5 +247,4 @@ __all__ = [
     "Subject",
     "new_job",
     "parse_credentials",
-    "time_scale",
 ]

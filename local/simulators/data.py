@@ -67,20 +67,9 @@ SAMPLE = CUSTOMERS[0]
 UNKNOWN_EMAIL = "nobody@example.com"
 
 
-def by_email(email: str) -> list[Customer]:
-    return [c for c in CUSTOMERS if c.email.lower() == email.lower()]
-
-
 def by_customer_key(key: str) -> Customer | None:
     """Elevate accepts the visitor id or the SHA-256 of the customer id."""
     for c in CUSTOMERS:
         if key in (c.visitor_key, c.customer_key):
-            return c
-    return None
-
-
-def by_id(id_type: str, value: str) -> Customer | None:
-    for c in CUSTOMERS:
-        if (id_type == "registered" and c.registered == value) or (id_type == "cookie" and c.cookie == value):
             return c
     return None

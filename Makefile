@@ -49,7 +49,8 @@ bench: $(STAMP)
 
 lambda-deps: $(LAMBDA_DEPS_STAMP)
 
-$(LAMBDA_DEPS_STAMP): requirements.txt $(STAMP)
+# Only the venv's pip is needed (order-only): a change to requirements-dev.txt must not rebuild the layer.
+$(LAMBDA_DEPS_STAMP): requirements.txt | $(STAMP)
 	rm -rf $(LAMBDA_DEPS)
 	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check --only-binary=:all: \
 	  --platform manylinux2014_$(LAMBDA_ARCH) --platform manylinux_2_28_$(LAMBDA_ARCH) \
@@ -65,4 +66,4 @@ $(CDK_STAMP):
 	touch $@
 
 clean:
-	rm -rf $(VENV) cdk.out .pytest_cache
+	rm -rf $(VENV) build cdk.out .pytest_cache

@@ -13,6 +13,10 @@ from infra.config import REPO_ROOT, load_config
 from infra.stack import DsrflowStack
 
 CDK_JSON = REPO_ROOT / "cdk.json"
+# Error annotations (cdk-nag findings included) fail `app.synth()` itself, so `cdk synth`, `cdk deploy` and
+# `python app.py` all stop on them. Set after the CLI's context (post_cli_context): cdk.context.json,
+# ~/.cdk.json or `-c` cannot turn the gate off.
+VALIDATION_REPORT_FLAG = "@aws-cdk/core:annotationsInValidationReport"
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -21,16 +25,15 @@ def cdk_json_context() -> dict[str, Any]:
     return json.loads(CDK_JSON.read_text()).get("context", {})
 
 
-def build_app(
-    context: dict[str, Any] | None = None, outdir: str | Path | None = None, **stack_kwargs: Any
-) -> tuple[cdk.App, DsrflowStack]:
+def build_app(context: dict[str, Any] | None = None, outdir: str | Path | None = None) -> tuple[cdk.App, DsrflowStack]:
     app = cdk.App(
         context={**cdk_json_context(), **(context or {})},
+        post_cli_context={VALIDATION_REPORT_FLAG: True},
         outdir=str(outdir) if outdir else None,
         analytics_reporting=False,  # no CDK version/construct telemetry in the template
     )
     config = load_config(app.node)
-    stack = DsrflowStack(app, config.stack_name, config=config, **stack_kwargs)
-    # Every finding is an error or warning annotation: `cdk synth` fails on errors, and app.py (below) does too.
+    stack = DsrflowStack(app, config.stack_name, config=config)
+    # Every finding is an error or warning annotation; errors fail the synthesis (VALIDATION_REPORT_FLAG).
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, stack

@@ -95,7 +95,6 @@ class Functions(Construct):
 
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
-        self.log_groups: dict[str, logs.LogGroup] = {}
         for name, spec in SPECS.items():
             env = dict(common)
             if name in VENDOR_FACING:
@@ -138,7 +137,6 @@ class Functions(Construct):
                 log_group=log_group,
             )
             self.roles[name] = role
-            self.log_groups[name] = log_group
 
         # --- data access, per handler (core/store.py, core/archive_store.py, core/tasks.py) ---------------
         # s3:ListBucket on the bucket only turns "object missing" into 404 NoSuchKey instead of 403, which
@@ -153,9 +151,18 @@ class Functions(Construct):
         self._proof("finalize", "s3:PutObject")  # the manifest's proof copy
         self._proof("intake", "s3:GetObject")  # GET /requests/{id} after the request data expired
 
+        # Vendor credentials: core/secrets.py calls GetSecretValue only (through Powertools), and only where
+        # connectors are built (core/runtime.connector_for: submit, check, collect). intake merely lists the
+        # enabled vendors from VENDOR_SECRETS and gets no access. Not secret.grant_read, which adds
+        # DescribeSecret and a key-policy statement. The secrets are encrypted with the archive key: the
+        # kms:Decrypt granted with the S3 access above (no kms:ViaService condition) covers them too.
         for name in SECRET_READERS:
-            for secret in secrets.secrets.values():
-                secret.grant_read(self.roles[name])
+            self.roles[name].add_to_policy(
+                iam.PolicyStatement(
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[secret.secret_arn for secret in secrets.secrets.values()],
+                )
+            )
 
     def connect_workflow(self, state_machine: sfn.IStateMachine) -> None:
         """intake starts executions (name = request id) and describes them for GET /requests/{id}."""

@@ -26,10 +26,6 @@ EXECUTIONS = (
     "states:DescribeExecution on this state machine's executions only; execution names are request ids "
     "created at run time."
 )
-INVOKE_VERSIONS = (
-    "lambda:InvokeFunction on the four task functions only; CDK's grantInvoke adds '<function ARN>:*' so that "
-    "a version or alias of the same function can be invoked."
-)
 RUNTIME = (
     "The runtime is pinned deliberately (python3.13, a supported Lambda runtime): the dependency layer is "
     "built for exactly this Python ABI and architecture (make lambda-deps), so moving to a newer runtime is a "
@@ -81,12 +77,7 @@ def apply_suppressions(stack: DsrflowStack) -> None:
         NagSuppressions.add_resource_suppressions(role, found, apply_to_children=True)
 
     NagSuppressions.add_resource_suppressions(
-        stack.workflow.state_machine.role,
-        [
-            _iam5(XRAY, "Resource::*"),
-            _iam5(INVOKE_VERSIONS, RegexAppliesTo(regex=r"/^Resource::<Functions[A-Za-z]+[A-F0-9]{8}\.Arn>:\*$/g")),
-        ],
-        apply_to_children=True,
+        stack.workflow.state_machine.role, [_iam5(XRAY, "Resource::*")], apply_to_children=True
     )
 
     NagSuppressions.add_resource_suppressions(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
 from constructs import Construct
 
@@ -18,20 +16,11 @@ from infra.workflow import Workflow
 
 
 class DsrflowStack(Stack):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: Config,
-        definition_file: Path = STATE_MACHINE_FILE,
-        **kwargs,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config) -> None:
         super().__init__(
             scope,
             construct_id,
             description=f"dsrflow ({config.stage}): GDPR data-subject requests across SaaS vendors",
-            **kwargs,
         )
         self.config = config
         # GDPR proof (manifests, archives) and its key outlive the stack unless told otherwise.
@@ -59,7 +48,7 @@ class DsrflowStack(Stack):
         self.workflow = Workflow(
             self,
             "Workflow",
-            definition_file=definition_file,
+            definition_file=STATE_MACHINE_FILE,
             functions=fns,
             stage=config.stage,
             log_retention=log_retention(config.log_retention_days),

@@ -90,10 +90,10 @@ class Storage(Construct):
                     noncurrent_version_expiration=Duration.days(noncurrent_version_days),
                 ),
                 s3.LifecycleRule(
-                    # Once the last noncurrent version is gone, drop the lone delete marker too. S3 does not
-                    # allow this flag in a rule that also sets an expiration in days, hence a second rule.
+                    # Once the last noncurrent version is gone, drop the lone delete marker too, under
+                    # requests/ and proof/ alike (whole bucket). S3 does not allow this flag in a rule that
+                    # also sets an expiration in days, hence a rule of its own.
                     id="remove-expired-delete-markers",
-                    prefix=REQUESTS_PREFIX,
                     expired_object_delete_marker=True,
                 ),
             ],

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -50,7 +51,7 @@ class Workflow(Construct):
             json.loads(text)
         except ValueError as exc:
             raise DeployConfigError(f"{definition_file} is not valid JSON: {exc}") from None
-        unknown = asl_placeholders(definition_file) - set(SUBSTITUTIONS)
+        unknown = set(_PLACEHOLDER.findall(text)) - set(SUBSTITUTIONS)
         if unknown:
             # An unresolved ${...} would only fail at deploy time, inside CloudFormation: fail at synth instead.
             raise DeployConfigError(
@@ -74,5 +75,11 @@ class Workflow(Construct):
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             tracing_enabled=True,
         )
-        for fn in SUBSTITUTIONS.values():
-            functions[fn].grant_invoke(self.state_machine)
+        # The ASL invokes the unqualified function ARNs (no version, no alias): exactly those, not grantInvoke's
+        # extra "<function ARN>:*".
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[functions[fn].function_arn for fn in SUBSTITUTIONS.values()],
+            )
+        )

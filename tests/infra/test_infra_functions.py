@@ -87,6 +87,10 @@ def test_sizing(synth):
             assert props["Timeout"] <= 29, "API Gateway gives up after 29 s"
 
 
+# Set on every function but not part of the runtime contract: PII guards (SECURITY.md), fixed to "false".
+PII_GUARDS = {"POWERTOOLS_LOGGER_LOG_EVENT", "POWERTOOLS_TRACER_CAPTURE_RESPONSE"}
+
+
 def test_environment_matches_architecture_md(synth):
     table = architecture_env_table()
     for name in HANDLERS:
@@ -95,6 +99,10 @@ def test_environment_matches_architecture_md(synth):
             if name in users:
                 assert var in env, f"{name} lacks {var} (ARCHITECTURE.md, Environment)"
         assert "DSRFLOW_TIME_SCALE" not in env, "the time-scale is for the local engine only"
+        # Exactly the table's variables for this function: nothing another function needs leaks in (finalize
+        # has no VENDOR_SECRETS, only intake has STATE_MACHINE_ARN, only finalize EVENT_BUS_NAME, ...).
+        expected = {var for var, users in table.items() if name in users} | PII_GUARDS
+        assert set(env) == expected, f"{name}: extra {set(env) - expected}, missing {expected - set(env)}"
 
 
 def test_environment_values(synth):
@@ -145,16 +153,55 @@ def _role_of(synth, name: str) -> str:
 
 
 def test_only_vendor_tasks_read_secrets_and_only_the_vendor_secrets(synth):
+    """core/secrets.py calls GetSecretValue (Powertools get_secret) and nothing else, in the functions that build
+    connectors (core/runtime.connector_for: submit, check, collect). intake only lists the enabled vendors."""
     secret_refs = sorted(({"Ref": k} for k in synth.resources("AWS::SecretsManager::Secret")), key=str)
     for name in HANDLERS:
         statements = synth.role_statements(_role_of(synth, name))
         reads = [s for s in statements if any(a.startswith("secretsmanager:") for a in synth.actions(s))]
         if name in ("submit", "check", "collect"):
             assert len(reads) == 1, name
-            assert sorted(synth.actions(reads[0])) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+            assert synth.actions(reads[0]) == ["secretsmanager:GetSecretValue"], name
             assert sorted(reads[0]["Resource"], key=str) == secret_refs
         else:
             assert reads == [], f"{name} must not read vendor credentials"
+
+
+def test_key_policy_grants_nothing_to_the_functions(synth):
+    """The functions' KMS rights are in their IAM policies only (pinned below), not in the key policy."""
+    roles = {_role_of(synth, name) for name in HANDLERS}
+    _, key = synth.one("AWS::KMS::Key")
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        principals = statement["Principal"].get("AWS", [])
+        principals = principals if isinstance(principals, list) else [principals]
+        named = {p["Fn::GetAtt"][0] for p in principals if isinstance(p, dict) and "Fn::GetAtt" in p}
+        assert not named & roles, f"key policy statement names function roles: {sorted(named & roles)}"
+
+
+# KMS on the stack's key, per role: SSE-KMS (bucket key) needs GenerateDataKey to write and Decrypt to read and
+# to complete a multipart upload; the vendor secrets use the same key (Decrypt); intake also sends to the
+# KMS-encrypted dead-letter queue (GenerateDataKey, Decrypt).
+KMS_ACTIONS = {
+    "intake": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts request.json; DLQ
+    "submit": {"kms:Decrypt"},  # reads request.json, outcome.json, its vendor secret
+    "check": {"kms:Decrypt"},  # reads request.json, its vendor secret
+    "collect": {"kms:Decrypt", "kms:GenerateDataKey"},  # multipart archives, outcome.json; vendor secret
+    "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads outcomes, puts the manifest (both copies)
+}
+
+
+@pytest.mark.parametrize("name", HANDLERS)
+def test_kms_access_is_exactly_what_the_handler_does(synth, name):
+    key_id, _ = synth.one("AWS::KMS::Key")
+    granted: set[str] = set()
+    for statement in synth.role_statements(_role_of(synth, name)):
+        kms_actions = [a for a in synth.actions(statement) if a.startswith("kms:")]
+        if not kms_actions:
+            continue
+        assert statement["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}, f"{name}: KMS beyond the stack's key"
+        assert "Condition" not in statement, f"{name}: a condition (e.g. kms:ViaService) would break a use"
+        granted.update(kms_actions)
+    assert granted == KMS_ACTIONS[name]
 
 
 # What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py), per prefix.

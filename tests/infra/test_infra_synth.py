@@ -55,6 +55,30 @@ def test_python_app_py(tmp_path):
     assert (REPO_ROOT / "cdk.out").exists() == repo_cdk_out, "synthesis must write where it is told"
 
 
+def test_cli_context_cannot_switch_off_the_validation_gate(tmp_path):
+    """An unsuppressed cdk-nag error fails `python app.py` even when the CLI's context (cdk.context.json,
+    ~/.cdk.json, -c) sets @aws-cdk/core:annotationsInValidationReport to false: build_app pins it."""
+    from infra.application import VALIDATION_REPORT_FLAG
+
+    no_suppressions = (
+        "import sys, infra.stack; infra.stack.apply_suppressions = lambda stack: None; "
+        "import app; sys.exit(app.main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", no_suppressions],
+        cwd=REPO_ROOT,
+        env=clean_env(
+            CDK_OUTDIR=str(tmp_path),
+            CDK_CONTEXT_JSON=json.dumps({"skipLambdaDeps": True, VALIDATION_REPORT_FLAG: False}),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "dsrflow: synthesis failed validation" in result.stderr
+
+
 def test_missing_dependency_layer_stops_synthesis(tmp_path):
     """Without `make lambda-deps` the app refuses (a template with functions that cannot import is worse)."""
     from infra.application import build_app

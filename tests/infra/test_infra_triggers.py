@@ -112,7 +112,14 @@ def test_dlq_encrypted_and_tls_only(synth):
     assert any(
         s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
     )
-    # EventBridge may use the key for this rule only (key policy), and write to this queue only (queue policy).
+    # The queue policy allows one principal, EventBridge, and only for the CRM rule (aws:SourceArn)...
+    rule_id, _ = synth.one("AWS::Events::Rule")
+    (send,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Resource"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+    # ... and may use the key for this rule only (key policy).
     (events_grant,) = synth.key_policy_grants("events.amazonaws.com")
     assert sorted(events_grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     rule_arn = events_grant["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Join"][1]

@@ -14,6 +14,7 @@ Bloomreach reports some failures as HTTP 200 with {"success": false, "errors": [
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -38,7 +39,7 @@ from connectors.base import (
 )
 from core.clock import iso_z
 from core.errors import ArchiveTransferError, UnsupportedAction, VendorError
-from core.http import VendorHttp
+from core.http import VendorHttp, checked, checked_chunks, content_length
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +266,12 @@ class BloomreachConnector:
             extra={"vendor": self.name, "format": options.format, "filter": options.filter.type},
         )
         csv = options.format == "csv"
+        length = content_length(response)
         return Archive(
             name="bloomreach-export-all." + ("csv" if csv else "json"),
             content_type="text/csv" if csv else "application/json",
-            chunks=self._stream_rest(head, pieces),
-            length=_announced_length(response),
+            chunks=checked(itertools.chain(head, pieces), f"{self.name}: the bulk export", length),
+            length=length,
             close=response.close,
         )
 
@@ -285,18 +287,6 @@ class BloomreachConnector:
             raise VendorError(self.name, "export answered HTTP 200 with a body that is not valid JSON", 200) from None
         if isinstance(body, dict) and ("success" in body or "errors" in body):
             self._require_success("export", body)
-
-    def _stream_rest(self, head: list[bytes], pieces: Iterator[bytes]) -> Iterator[bytes]:
-        yield from head
-        received = sum(len(p) for p in head)
-        try:
-            for piece in pieces:
-                received += len(piece)
-                yield piece
-        except requests.RequestException:
-            raise ArchiveTransferError(
-                f"{self.name}: the bulk export broke off after {received} bytes; nothing was stored"
-            ) from None
 
     # --- helpers ------------------------------------------------------------------------------------------
 
@@ -321,8 +311,9 @@ class BloomreachConnector:
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]
         size = 0
+        what = f"{self.name}: the export-one answer"
         try:
-            for piece in response.iter_content(CHUNK):
+            for piece in checked_chunks(response, what, content_length(response), CHUNK):
                 size += len(piece)
                 if size > self.export_one_max_bytes:
                     raise VendorError(
@@ -331,11 +322,6 @@ class BloomreachConnector:
                         f"than can be checked in this function's temporary storage; raise its ephemeral storage",
                     )
                 spool.write(piece)
-        except requests.RequestException:
-            spool.close()
-            raise ArchiveTransferError(
-                f"{self.name}: the export-one answer broke off after {size} bytes; nothing was stored"
-            ) from None
         except BaseException:
             spool.close()
             raise
@@ -394,14 +380,6 @@ def _peek(pieces: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
         if size >= limit:
             return head, False
     return head, True
-
-
-def _announced_length(response: requests.Response) -> int | None:
-    # requests decodes gzip/deflate, so a compressed Content-Length is not the length the reader sees.
-    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
-        return None
-    value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
 
 
 _STRUCTURAL = re.compile(rb'["{}\[\]]')

@@ -23,7 +23,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import requests
 import urllib3
@@ -242,7 +242,12 @@ def content_length(response: requests.Response) -> int | None:
 def checked_chunks(
     response: requests.Response, what: str, length: int | None, chunk_size: int = 64 * 1024, retry_hint: str = ""
 ) -> Iterator[bytes]:
-    """A download's body, verified against `length`; a broken or wrong-sized stream is ArchiveTransferError.
+    """A download's body, verified against `length` (see `checked`)."""
+    return checked(response.iter_content(chunk_size), what, length, retry_hint)
+
+
+def checked(pieces: Iterable[bytes], what: str, length: int | None, retry_hint: str = "") -> Iterator[bytes]:
+    """Body pieces, verified against `length`; a broken or wrong-sized stream is ArchiveTransferError.
 
     `what` names the download for a DPO ("elevate: download of export job ca24…"); `retry_hint` says whether
     trying again can help (it depends on the vendor).
@@ -250,7 +255,7 @@ def checked_chunks(
     received = 0
     hint = f". {retry_hint}" if retry_hint else ""
     try:
-        for chunk in response.iter_content(chunk_size):
+        for chunk in pieces:
             if not chunk:
                 continue
             received += len(chunk)

@@ -216,7 +216,9 @@ class Connector(Protocol):
 
     def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job: ...
 
-    def check(self, job: Job, ctx: JobContext) -> Progress: ...
+    def check(self, job: Job, ctx: JobContext) -> Progress:
+        """The vendor's view of the job. Past `job.deadline_at` a job the vendor has not finished comes back
+        failed with a reason naming DeadlineExceeded; a job that did finish is still ready (collected late)."""
 
     def fetch(self, job: Job, ctx: JobContext) -> list[Archive]: ...
 

@@ -259,7 +259,16 @@ def test_manual_approval_waits_for_a_human_dpo():
             assert time.monotonic() < deadline, "the workflow never reported that approval is needed"
             time.sleep(0.2)
         # Several looks later the rule is still NEW: dsrflow never validates it itself in manual mode.
-        time.sleep(2.5)
+        def approval_waits() -> int:
+            return sum(
+                1
+                for e in cloud.history(request_id)
+                if e.get("stateEnteredEventDetails", {}).get("name") == "Wait for DPO approval"
+            )
+
+        while approval_waits() < 2:
+            assert time.monotonic() < deadline + 30, "the workflow stopped looking for the DPO's approval"
+            time.sleep(0.2)
         assert sims["qualifio"].rule(rule_id)["ruleStatus"]["status"] == "NEW"
         assert sims["qualifio"].calls_to(r"/validate") == []
         sims["qualifio"].approve(rule_id)  # the DPO validates it in Qualifio's back office

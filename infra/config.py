@@ -16,9 +16,11 @@ from typing import Any
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
+from statemachines import ASL_FILE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
-STATE_MACHINE_FILE = REPO_ROOT / "statemachines" / "dsr.asl.json"
+STATE_MACHINE_FILE = ASL_FILE
 REGISTRY_FILE = FUNCTIONS_DIR / "connectors" / "registry.py"
 
 # The Lambda runtime ABI. `make lambda-deps` builds the dependency layer for exactly this pair

@@ -14,14 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import DeployConfigError
-
-# ASL substitution name -> the function whose ARN it receives (ARCHITECTURE.md, "State machine substitutions").
-SUBSTITUTIONS = {
-    "SubmitFunctionArn": "submit",
-    "CheckFunctionArn": "check",
-    "CollectFunctionArn": "collect",
-    "FinalizeFunctionArn": "finalize",
-}
+from statemachines import SUBSTITUTIONS  # the names the stack must provide
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Callable
 from unittest import mock
 
+from statemachines import ASL_FILE, SUBSTITUTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
-ASL_FILE = ROOT / "statemachines" / "dsr.asl.json"
 if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 
@@ -43,12 +44,6 @@ FUNCTIONS_BY_ROLE = {
     "check": "handlers.check.handler",
     "collect": "handlers.collect.handler",
     "finalize": "handlers.finalize.handler",
-}
-SUBSTITUTIONS = {
-    "SubmitFunctionArn": "submit",
-    "CheckFunctionArn": "check",
-    "CollectFunctionArn": "collect",
-    "FinalizeFunctionArn": "finalize",
 }
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from core.errors import TRANSIENT_ERRORS
-from local.engine import SUBSTITUTIONS
+from statemachines import ASL_FILE as ASL
+from statemachines import SUBSTITUTIONS
 
-ASL = Path(__file__).resolve().parents[2] / "statemachines" / "dsr.asl.json"
 
 
 def walk(states: dict):

@@ -1,0 +1,13 @@
+"""The workflow's ASL file and its substitutions: one contract for the CDK stack and the local engine."""
+
+from pathlib import Path
+
+ASL_FILE = Path(__file__).resolve().parent / "dsr.asl.json"
+
+# ASL substitution name -> the task function (handlers.<name>.handler) whose ARN it receives.
+SUBSTITUTIONS = {
+    "SubmitFunctionArn": "submit",
+    "CheckFunctionArn": "check",
+    "CollectFunctionArn": "collect",
+    "FinalizeFunctionArn": "finalize",
+}

@@ -3,6 +3,16 @@
     start(action, subject, ctx) -> Job        submit; may finish at once (synchronous vendors)
     check(job, ctx)             -> Progress   pending(next_check_at) | ready | failed(reason) | needs_approval
     fetch(job, ctx)             -> [Archive]  byte streams, never a whole body in memory
+    dry_run(action, subject, ctx) -> DryRunPlan   what a destructive action would send, proven read-only
+
+Every connector also declares the vocabulary that may reach kept records: `statuses` (its documented status
+words) and `job_id_pattern` (its documented job id format). A reason (Progress.reason, an error message) is
+fixed wording plus those validated values only; anything else the vendor said goes to `ctx.vendor_said`
+(kept encrypted per request, see core/vendor_said.py), never into the Job, the Progress or a message.
+
+Dry runs: an action in `native_dry_run` is started as usual with `ctx.dry_run` set (the vendor runs it as a
+test, e.g. a Qualifio `test: true` rule). Any other destructive action is never started in a dry run: the task
+layer calls `dry_run` instead, which may make read-only calls only.
 
 Handlers never branch on vendor names. A Job travels through the Step Functions execution history, so it
 holds only vendor job ids and timestamps: never an email, a customer key or anything from a secret. Where a
@@ -20,6 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.clock import scaled, utcnow
 from core.errors import ConfigError
+
+# Everything below travels through the execution history (256 KiB per state): caps by construction.
+REASON_LIMIT = 500
+STATE_LIMIT = 2048  # bytes of JSON in Job.state
+JOB_ID_LIMIT = 128
 
 
 class Action(str, Enum):
@@ -47,8 +62,17 @@ class JobContext(BaseModel):
     subject: Subject
     justification: str | None = None
     now: datetime = Field(default_factory=utcnow)
-    # Qualifio erasure dry run, etc.: connector-specific switches from the request, no PII.
+    # The request is a dry run: nothing destructive may reach a vendor (see the module doc).
     dry_run: bool = False
+    # What the vendor said that is not allow-listed (error bodies, undocumented status words), as
+    # (what, text) pairs. The task layer writes it to the encrypted per-request object; it is never
+    # serialised with the context.
+    vendor_said: list[tuple[str, str]] = Field(default_factory=list, exclude=True)
+
+    def note(self, what: str, text: Any) -> None:
+        """Keep a vendor's words privately (e.g. `ctx.note("job-status", raw_status)`)."""
+        if text not in (None, ""):
+            self.vendor_said.append((what, text if isinstance(text, str) else repr(text)))
 
 
 class Job(BaseModel):
@@ -56,15 +80,27 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vendor: str
+    vendor: str = Field(max_length=64)
     action: Action
-    job_id: str | None = None  # the vendor's id (Elevate jid, Qualifio rule _id); None when synchronous
+    # The vendor's id (Elevate jid, Qualifio rule _id), validated by the connector against its
+    # job_id_pattern before it gets here; None when synchronous.
+    job_id: str | None = Field(default=None, max_length=JOB_ID_LIMIT)
     submitted_at: datetime
     next_check_at: datetime  # when the workflow's Wait state should hand back to `check`
     deadline_at: datetime  # after this, the job is failed as DeadlineExceeded
     checks: int = 0  # how many times `check` has run
-    # Vendor-specific non-PII bookkeeping (archive id, "already complete", ...). JSON-serialisable only.
+    # Vendor-specific non-PII bookkeeping (archive id, "already complete", ...). JSON-serialisable only,
+    # flags, counts and validated ids, at most STATE_LIMIT bytes.
     state: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("state")
+    @classmethod
+    def _small_state(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        if len(json.dumps(value, default=str)) > STATE_LIMIT:
+            raise ValueError(f"job state exceeds {STATE_LIMIT} bytes; it must hold flags, counts and ids only")
+        return value
 
 
 class Progress(BaseModel):
@@ -72,8 +108,18 @@ class Progress(BaseModel):
 
     status: Literal["pending", "ready", "failed", "needs_approval"]
     next_check_at: datetime | None = None  # set for pending and needs_approval
-    reason: str | None = None  # why pending / failed / waiting for approval, in a DPO's words
-    vendor_status: str | None = None  # the vendor's own status word, quoted as is
+    # Why pending / failed / waiting for approval, in a DPO's words: fixed wording plus allow-listed values.
+    reason: str | None = None
+    # The vendor's status word, only when it is one of the connector's documented `statuses` (the task
+    # layer drops any other; the connector notes the raw word in ctx.vendor_said).
+    vendor_status: str | None = None
+
+    @field_validator("reason", "vendor_status")
+    @classmethod
+    def _capped(cls, value: str | None, info: Any) -> str | None:
+        # Truncated rather than refused: a check must not crash on a long word; the allow-list does the rest.
+        limit = REASON_LIMIT if info.field_name == "reason" else 40
+        return value if value is None or len(value) <= limit else value[: limit - 1] + "…"
 
     @classmethod
     def pending(cls, next_check_at: datetime, reason: str, vendor_status: str | None = None) -> "Progress":
@@ -96,6 +142,9 @@ class Archive:
     """One downloadable archive: a name, a content type, and a byte stream read once.
 
     `length` is the announced Content-Length when the vendor gives one (verified after transfer).
+    `kind` is what the vendor documents the content to be, verified before the archive counts as stored
+    (core/verify.py): "zip" (opens, every member's CRC right), "json" (one complete JSON document whose top
+    level says success: true), or "bytes" (no documented format: length only).
     `close()` releases the underlying connection; callers must call it (or use `with`).
     """
 
@@ -106,11 +155,13 @@ class Archive:
         chunks: Iterator[bytes],
         length: int | None = None,
         close: Any = None,
+        kind: Literal["zip", "json", "bytes"] = "bytes",
     ):
         self.name = name
         self.content_type = content_type
         self.chunks = chunks
         self.length = length
+        self.kind = kind
         self._close = close
 
     def close(self) -> None:
@@ -202,12 +253,29 @@ def parse_credentials(vendor: str, model: type[Credentials], raw: Any) -> Creden
         raise ConfigError(vendor, field, problem) from None
 
 
+class DryRunPlan(BaseModel):
+    """What a destructive action would have sent, for a dry run's `planned` outcome. No values: the call is a
+    method and a path template ("POST /api/v2/event-data/create-remove-customer-job?customerKey={customerKey}"),
+    `verified` says what the read-only probe proved, in fixed wording."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call: str = Field(max_length=300)
+    verified: str = Field(max_length=REASON_LIMIT)
+    subject_found: bool | None = None  # None: the vendor offers no read-only way to look the subject up
+
+
 @runtime_checkable
 class Connector(Protocol):
     name: ClassVar[str]
     actions: ClassVar[frozenset[Action]]
     schedule: ClassVar[Schedule]
     credentials_model: ClassVar[type[Credentials]]
+    # The vocabulary allowed into kept records (see the module doc).
+    statuses: ClassVar[frozenset[str]]
+    job_id_pattern: ClassVar[str]
+    # Destructive actions the vendor can itself run as a test that changes nothing.
+    native_dry_run: ClassVar[frozenset[Action]]
 
     @classmethod
     def cannot_act_on(cls, subject: Subject, action: Action) -> str | None:
@@ -221,6 +289,9 @@ class Connector(Protocol):
         failed with a reason naming DeadlineExceeded; a job that did finish is still ready (collected late)."""
 
     def fetch(self, job: Job, ctx: JobContext) -> list[Archive]: ...
+
+    def dry_run(self, action: Action, subject: Subject, ctx: JobContext) -> DryRunPlan:
+        """A destructive action's plan, with at most read-only calls (credentials, subject lookup)."""
 
 
 def new_job(connector: Connector, action: Action, ctx: JobContext, job_id: str | None, **state: Any) -> Job:
@@ -242,6 +313,7 @@ __all__ = [
     "Archive",
     "Connector",
     "Credentials",
+    "DryRunPlan",
     "Job",
     "JobContext",
     "Progress",

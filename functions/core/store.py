@@ -91,6 +91,12 @@ class Store:
     def get_json(self, key: str) -> Any | None:
         return self._get_json(key)
 
+    def list_keys(self, key_prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key_prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
     def put_manifest(self, manifest: Manifest) -> None:
         body = manifest.model_dump_json(indent=2).encode()
         self._put(manifest.manifest_key, body)

@@ -134,16 +134,34 @@ class VendorHttp:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.session = session or _CredentialSafeSession()
+        # Set by the task layer for a dry-run request: a call marked destructive is refused before sending.
+        self.dry_run = False
 
     def request(
-        self, method: str, url: str, *, stream: bool = False, hide: tuple[str | None, ...] = (), **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        call: str | None = None,
+        stream: bool = False,
+        creates_job: bool = False,
+        destructive: bool = False,
+        hide: tuple[str | None, ...] = (),
+        **kwargs: Any,
     ) -> requests.Response:
-        """Send with retries. Returns only a 2xx/3xx response; raises a named error otherwise.
+        """Send with retries. Returns only a 2xx response; raises a named error otherwise.
 
+        `call` names the call in messages ("job-status", "export-one"): a fixed word, never the URL.
+        `creates_job`: the call creates a vendor job, so it is not retried after a failure the vendor may
+        have acted on. `destructive`: refused with DryRunViolation while `self.dry_run` is set.
         With stream=True the caller must read or close the body. Retries happen only before a body is
         handed over: a stream that breaks later is the caller's to handle (ArchiveTransferError).
         `hide`: values of this call (customer key, email, ids) to mask should the vendor echo them.
         """
+        if destructive and self.dry_run:
+            from core.errors import DryRunViolation
+
+            raise DryRunViolation(f"{self.vendor}: {call or method} is destructive and this request is a dry run")
         try:
             return self._request(method, url, stream, kwargs)
         except DsrError as exc:
@@ -193,6 +211,17 @@ class VendorHttp:
                 raise VendorTransientError(self.vendor, f"{what} answered HTTP {status} ({message})")
             raise VendorError(self.vendor, f"{what} answered HTTP {status} ({message})", status)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def download(
+        self, url: str, *, call: str, base_url: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """GET a download link a vendor handed out (streamed). Credentials in `headers` go only to the
+        vendor's own origin (`base_url`)."""
+        from urllib.parse import urlsplit
+
+        a, b = urlsplit(url), urlsplit(base_url)
+        same = (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+        return self.request("GET", url, call=call, stream=True, headers=(headers if same else {}), **kwargs)
 
     def json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = self.request(method, url, **kwargs)

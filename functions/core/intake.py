@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from connectors import registry
+from connectors.base import Action
 from core.errors import DsrError
-from core.models import DsrRequest, StoredRequest
+from core.models import DsrRequest, ExecutionInput, Skipped, StoredRequest, VendorPlan, deadline_for
 from core.store import Store
-from core.tasks import execution_input, plan
+
+
+def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime) -> StoredRequest:
+    """Normalise a request: id, deadline, and per vendor what will run or why it is skipped."""
+    request_id = request.request_id or f"dsr-{uuid.uuid4()}"
+    received_at = request.received_at or now
+    wanted = request.vendors if request.vendors is not None else list(enabled)
+    vendors: list[VendorPlan] = []
+    skipped: list[Skipped] = []
+    for vendor in wanted:
+        cls = registry.connector_class(vendor) if vendor in enabled else None
+        actions: list[Action] = []
+        for action in request.actions:
+            if cls is None:
+                reason = "not enabled in this deployment (no credentials secret)"
+            else:
+                reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
+            if reason:
+                skipped.append(Skipped(vendor=vendor, action=action, reason=reason))
+                continue
+            actions.append(action)
+        if actions:
+            vendors.append(VendorPlan(vendor=vendor, actions=actions))
+    return StoredRequest(
+        request_id=request_id,
+        actions=request.actions,
+        subject=request.subject,
+        justification=request.justification,
+        dry_run=request.dry_run,
+        received_at=received_at,
+        deadline=deadline_for(received_at),
+        plan=vendors,
+        skipped=skipped,
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def execution_input(stored: StoredRequest) -> ExecutionInput:
+    return ExecutionInput(
+        request_id=stored.request_id,
+        received_at=stored.received_at,
+        deadline=stored.deadline,
+        vendors=stored.plan,
+        skipped=stored.skipped,
+    )
 
 
 class InvalidRequest(DsrError):

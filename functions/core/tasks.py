@@ -6,27 +6,15 @@ Every function takes a `Runtime` (store, connectors, clock) so tests can run it 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from connectors import registry
 from connectors.base import Action, Connector, Job, JobContext, Progress
 from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
 from core.errors import DsrError
-from core.models import (
-    ActionOutcome,
-    ActionTask,
-    DsrRequest,
-    ExecutionInput,
-    Manifest,
-    Skipped,
-    StoredRequest,
-    VendorPlan,
-    deadline_for,
-)
+from core.models import ActionOutcome, ActionTask, ExecutionInput, Manifest, StoredRequest
 from core.store import Store, archive_key, manifest_key, outcome_key, proof_key
 
 
@@ -42,54 +30,6 @@ class Runtime:
     now: Callable[[], datetime] = utcnow
     events: Any = None  # boto3 events client, for the completion event
     event_bus_name: str | None = None
-
-
-# --- intake -----------------------------------------------------------------------------------------------
-
-
-def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime) -> StoredRequest:
-    """Normalise a request: id, deadline, and per vendor what will run or why it is skipped."""
-    request_id = request.request_id or f"dsr-{uuid.uuid4()}"
-    received_at = request.received_at or now
-    wanted = request.vendors if request.vendors is not None else list(enabled)
-    vendors: list[VendorPlan] = []
-    skipped: list[Skipped] = []
-    for vendor in wanted:
-        cls = registry.connector_class(vendor) if vendor in enabled else None
-        actions: list[Action] = []
-        for action in request.actions:
-            if cls is None:
-                reason = "not enabled in this deployment (no credentials secret)"
-            else:
-                reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
-            if reason:
-                skipped.append(Skipped(vendor=vendor, action=action, reason=reason))
-                continue
-            actions.append(action)
-        if actions:
-            vendors.append(VendorPlan(vendor=vendor, actions=actions))
-    return StoredRequest(
-        request_id=request_id,
-        actions=request.actions,
-        subject=request.subject,
-        justification=request.justification,
-        dry_run=request.dry_run,
-        received_at=received_at,
-        deadline=deadline_for(received_at),
-        plan=vendors,
-        skipped=skipped,
-        source=source,  # type: ignore[arg-type]
-    )
-
-
-def execution_input(stored: StoredRequest) -> ExecutionInput:
-    return ExecutionInput(
-        request_id=stored.request_id,
-        received_at=stored.received_at,
-        deadline=stored.deadline,
-        vendors=stored.plan,
-        skipped=stored.skipped,
-    )
 
 
 # --- the job loop -----------------------------------------------------------------------------------------
@@ -254,4 +194,4 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     return manifest.summary()
 
 
-__all__ = ["Runtime", "plan", "execution_input", "submit", "check", "collect", "finalize", "ErasureWithheld"]
+__all__ = ["Runtime", "submit", "check", "collect", "finalize", "ErasureWithheld"]

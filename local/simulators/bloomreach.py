@@ -14,6 +14,16 @@ Segmentation `SEGMENTATION_ID` ("sim-engagement") is evaluated at the export's `
 index 0 = customers with a purchase, 1 = customers who opened a newsletter but bought nothing,
 -1 = customers in no segment. The computed property `last_event_day` (the calendar day of the customer's
 last event up to `execution_time`) is rendered in the export's `timezone`, so both fields show in the data.
+
+Faults (base.py): auth (401/403, unknown project 404) is decided before any pre-action fault. Downloads, for
+`html_instead`, `short_length` and `cut_download_after`, are export-one answers and the streamed exports.
+
+Counting for tests: `jobs_created()` counts the anonymize and anonymize_bulk calls the vendor accepted
+(answered `success: true`; `jobs_created("anonymize")` / `("anonymize_bulk")` for one endpoint);
+`customers_anonymized()` counts record anonymizations (a customer anonymized twice counts twice);
+`destructive_calls()` lists every anonymize / anonymize_bulk call sent, however it was answered (refused,
+faulted, `fail_next`, unknown customer); `destructive_acted()` counts those that anonymized at least one
+customer.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from local.simulators.base import Faults, Request, Response, Route, Simulator
+from local.simulators.base import Call, Faults, Request, Response, Route, Simulator
 from local.simulators.data import CUSTOMERS, Customer
 
 PREFIX = r"/data/v2/projects/[^/]+/customers/"
@@ -141,6 +151,8 @@ class BloomreachSimulator(Simulator):
         self.received: list[tuple[str, Any]] = []  # (path suffix, parsed body), in order
         self.bulk_ids: dict[str, int] = {}  # anonymize_bulk id -> customers anonymized
         self._fail_next: dict[str, list[list[str]]] = {}
+        self.accepted: list[str] = []  # path suffix of every anonymize / anonymize_bulk call answered success
+        self.anonymizations = 0  # records anonymized, repeats included
         super().__init__(time_scale=time_scale, faults=faults, **server)
 
     def routes(self) -> list[Route]:
@@ -178,6 +190,21 @@ class BloomreachSimulator(Simulator):
                 "events": copy.deepcopy(record.events),
                 "anonymized": record.anonymized_at is not None,
             }
+
+    def jobs_created(self, kind: str | None = None) -> int:
+        """Anonymize and anonymize_bulk calls the vendor accepted (of this endpoint, when `kind` is given)."""
+        with self.lock:
+            return sum(1 for suffix in self.accepted if kind is None or suffix == kind)
+
+    def customers_anonymized(self) -> int:
+        with self.lock:
+            return self.anonymizations
+
+    def is_destructive(self, call: Call) -> bool:
+        return call.method == "POST" and call.path.rsplit("/", 1)[-1] in ("anonymize", "anonymize_bulk")
+
+    def refusal(self, req: Request) -> Response | None:
+        return self._authorise(req, req.path.rsplit("/", 1)[-1])
 
     # --- request handling ----------------------------------------------------------------------------------
 
@@ -253,6 +280,8 @@ class BloomreachSimulator(Simulator):
             record.properties.pop(prop, None)
         record.ids = {"cookie": [f"ck-anon-{uuid.uuid4().hex[:12]}"]}
         record.anonymized_at = self.clock.now()
+        self.anonymizations += 1
+        self._acted()
 
     def _anonymize(self, body: Any) -> Response:
         with self.lock:
@@ -260,6 +289,7 @@ class BloomreachSimulator(Simulator):
             if record is None:
                 return _error(404, "Customer does not exist")
             self._anonymize_record(record)
+            self.accepted.append("anonymize")
         return Response.json({"success": True})
 
     def _anonymize_bulk(self, body: Any) -> Response:
@@ -275,6 +305,7 @@ class BloomreachSimulator(Simulator):
                     self._anonymize_record(record)
             bulk_id = uuid.uuid4().hex
             self.bulk_ids[bulk_id] = sum(r is not None for r in found)
+            self.accepted.append("anonymize_bulk")
         return Response.json({"success": True, "bulk_id": bulk_id})
 
     def _export(self, body: Any) -> Response:

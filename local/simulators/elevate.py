@@ -19,6 +19,17 @@ customer was removed by a finished removal job). It is single-shot: once a downl
 the job is deleted, so a second GET, like job-status, answers HTTP 200 `{"jid": ..., "status": "not_found"}`
 (the vendor's "as if the job does not exist", with HTTP 200 as its status calls do). A download cut off by
 `faults.cut_download_after` keeps the job, so it can be repeated. Downloading before `done` answers 400.
+`sim.download_override = b"..."` serves those bytes as the archive of every done export instead (same
+headers, still single-shot); `faults.rewrite` can change anything else about an answer.
+
+Faults (base.py): auth is decided before any pre-action fault, so a wrong key answers 403 even while
+`rate_limit` is set. `faults.html_instead` answers a login page instead of the archive and keeps the job;
+`faults.short_length` sends the whole archive, so the job is forgotten (the vendor thinks it delivered).
+
+Counting for tests: `jobs_created(kind=None)` counts every job ever created ("export", "remove" or both;
+downloads forget jobs, the count does not); `destructive_calls()` lists every `create-remove-customer-job`
+call sent, whatever it was answered (403, 400, 429, rejected, dropped...); `destructive_acted()` counts
+those that created a removal job (the vendor will erase).
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 
 from local.simulators import data
-from local.simulators.base import Faults, Request, Response, Simulator, VendorClock, chunked, jsonl, zip_bytes
+from local.simulators.base import Call, Faults, Request, Response, Simulator, VendorClock, chunked, jsonl, zip_bytes
 
 API = r"/api/v[12]/event-data"
 # customerKey: a visitor UUID/GUID, or the SHA-256 hex of the signed-in customer's id.
@@ -91,6 +102,8 @@ class ElevateSimulator(Simulator):
         self.removal_initial_status = removal_initial_status
         self.chunk_size = chunk_size
         self.jobs: dict[str, SimJob] = {}
+        self.created_jobs: list[SimJob] = []  # every job ever created, downloaded (forgotten) ones included
+        self.download_override: bytes | None = None  # served instead of the built archive when set
         self.removed: set[str] = set()  # Customer.registered of customers whose data a removal job erased
 
     def routes(self):
@@ -120,6 +133,14 @@ class ElevateSimulator(Simulator):
         with self.lock:
             self.jobs[jid].forced_status = status
 
+    def jobs_created(self, kind: Literal["export", "remove"] | None = None) -> int:
+        """How many jobs the vendor created (of this kind), including jobs already downloaded and forgotten."""
+        with self.lock:
+            return sum(1 for job in self.created_jobs if kind is None or job.kind == kind)
+
+    def is_destructive(self, call: Call) -> bool:
+        return call.method == "POST" and call.path.endswith("/create-remove-customer-job")
+
     def status_of(self, jid: str) -> str:
         with self.lock:
             job = self.jobs.get(jid)
@@ -146,6 +167,8 @@ class ElevateSimulator(Simulator):
         job = SimJob(str(uuid.uuid4()), kind, key, self.clock.now(), first)
         with self.lock:
             self.jobs[job.jid] = job
+            self.created_jobs.append(job)
+            self._acted()
         return Response.json({"jid": job.jid, "status": first})
 
     def job_status(self, req: Request) -> Response:
@@ -169,7 +192,7 @@ class ElevateSimulator(Simulator):
                 return Response.json({"message": "Job is not an export job; it has nothing to download"}, 400)
             if status != "done":
                 return Response.json({"message": f"Job is not done (status {status}); nothing to download"}, 400)
-            archive = self._archive(job.customer_key)
+            archive = self.download_override if self.download_override is not None else self._archive(job.customer_key)
         return Response(
             body=chunked(archive, self.chunk_size),
             content_type="application/zip",
@@ -180,11 +203,17 @@ class ElevateSimulator(Simulator):
         )
 
     # --- internals ----------------------------------------------------------------------------------
-    def _refuse(self, req: Request, needed: str) -> Response | None:
+    def refusal(self, req: Request) -> Response | None:
         if not self._authorised(req):
             if self.auth_mode == "api_key":
                 return Response.json({"message": "Invalid or missing Api-Key"}, 403)
             return Response.json({"message": "Invalid cluster credentials"}, 403)
+        return None
+
+    def _refuse(self, req: Request, needed: str) -> Response | None:
+        refused = self.refusal(req)
+        if refused is not None:
+            return refused
         if not req.query.get(needed, "").strip():
             return Response.json({"message": f"Missing required argument: {needed}"}, 400)
         return None

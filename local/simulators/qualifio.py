@@ -9,7 +9,16 @@
   URL on this simulator (a real zip, one JSON file per profile). An erasure rule deletes its profiles when it
   finishes, unless it was created with `"test": true` (dry run: full process, nothing deleted);
 - helpers for tests and the demo: `approve(rule_id)` (a human DPO validating in the Qualifio UI),
-  `deny(rule_id)`, `rule(rule_id)`, `profiles_of(email)`.
+  `deny(rule_id, status)` (any status word, documented or not), `rule(rule_id)`, `profiles_of(email)`;
+  `sim.archive_url = "http://169.254.169.254/x"` makes every archive location answer that URL instead of
+  the simulator's own download link;
+- faults (base.py): auth (token, clientId) is decided before any pre-action fault; the archive download
+  (`/archives/{token}`, no auth: the URL is the credential) is what the download faults act on; an error
+  that echoes the request on rule creation is `faults.reject` with a `reject_body` built from the request;
+- counting for tests: `jobs_created(kind=None)` counts rules created ("exportData", "forgottenRight" or
+  both); `destructive_calls()` lists every `POST /v1/gdpr/rules/forgottenRight` sent whose body did not say
+  `"test": true` (a dry run destroys nothing), however it was answered; `destructive_acted()` counts those
+  that created an erasure rule (which deletes the profiles once approved and processed).
 
 Status changes are computed from the vendor clock whenever the API is used, so `sim.clock.advance(...)`
 is all a test needs to let time pass.
@@ -25,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from local.simulators.base import Faults, Request, Response, Route, Simulator, chunked, zip_bytes
+from local.simulators.base import Call, Faults, Request, Response, Route, Simulator, chunked, zip_bytes
 from local.simulators.data import CUSTOMERS, SAMPLE, Customer
 
 RULE_TYPES = {"exportData": "GDPR_ExportData", "forgottenRight": "GDPR_ForgottenRight"}
@@ -149,6 +158,7 @@ class QualifioSimulator(Simulator):
         self.rules: dict[str, _Rule] = {}
         self.archives: dict[str, _Archive] = {}
         self._serial = 0
+        self.archive_url: str | None = None  # when set, every archive location answers this URL
 
     def credentials(self) -> dict[str, Any]:
         return {
@@ -190,6 +200,26 @@ class QualifioSimulator(Simulator):
             self._tick()
             rule = self.rules[rule_id]
             return {**rule.to_json(self.client_id), "body": copy.deepcopy(rule.body)}
+
+    def jobs_created(self, kind: str | None = None) -> int:
+        """Rules created (of kind "exportData" / "forgottenRight", or the GDPR_... rule type, when given)."""
+        wanted = RULE_TYPES.get(kind, kind) if kind is not None else None
+        with self.lock:
+            return sum(1 for rule in self.rules.values() if wanted is None or rule.rule_type == wanted)
+
+    def is_destructive(self, call: Call) -> bool:
+        if call.method != "POST" or not call.path.endswith("/rules/forgottenRight"):
+            return False
+        try:
+            body = json.loads(call.body or b"null")
+        except ValueError:
+            return True  # not a readable dry run: treat it as the real thing
+        return not (isinstance(body, dict) and body.get("test") is True)
+
+    def refusal(self, req: Request) -> Response | None:
+        if req.path.startswith("/archives/"):
+            return None  # the download URL itself is the credential
+        return self._refuse(req)
 
     def profiles_of(self, email: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -250,6 +280,7 @@ class QualifioSimulator(Simulator):
                 body=copy.deepcopy(body),
             )
             self.rules[rule.id] = rule
+            self._acted()
             return Response.json(rule.to_json(self.client_id), 201)
 
     def validate(self, req: Request) -> Response:
@@ -296,7 +327,7 @@ class QualifioSimulator(Simulator):
             return Response.json(
                 {
                     "_id": archive.id,
-                    "url": f"{self.base_url}/archives/{archive.token}",
+                    "url": self.archive_url or f"{self.base_url}/archives/{archive.token}",
                     "downloadCount": len(archive.downloads),
                     "download": [{"date": d.isoformat()} for d in archive.downloads],
                 }

@@ -16,15 +16,25 @@ A second table repeats both passes with a real botocore client whose HTTP send i
 that reads and drops each body: our code and botocore, without moto, i.e. what a Lambda holds in memory
 and the ceiling our side of the transfer can reach on this machine.
 
+A third table measures content verification (core/verify.py) through the same sink: one zip read from
+disk, stored as kind "bytes" (length only) and as kind "zip" (spooled to a temporary file, then every
+member read back with its CRC checked), for a 64 MiB zip of stored random members and one of 128 MiB of
+deflated JSONL (a vendor export's usual shape; the table shows the compressed size). MiB/s counts the
+archive's (compressed) bytes.
+
 Prints figures only; it never fails on a number.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import os
 import random
+import tempfile
 import time
 import tracemalloc
+import zipfile
 from typing import Any, Iterator
 
 import boto3
@@ -109,6 +119,61 @@ def _table(title: str, rows: Any) -> None:
         )
 
 
+def _file_chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def _write_zip(path: str, total: int, deflated: bool) -> None:
+    rng = random.Random(1)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED) as zf:
+        for i in range(8):
+            with zf.open(f"table-{i}.jsonl" if deflated else f"blob-{i}.bin", "w") as out:
+                written = 0
+                while written < total // 8:
+                    if deflated:  # distinct rows, so it compresses like real data, not like one row repeated
+                        block = b"".join(
+                            json.dumps({"id": written + n, "email": f"user{rng.randrange(10**6)}@example.com",
+                                        "score": rng.random(), "events": ["view", "click"]}).encode() + b"\n"
+                            for n in range(1000)
+                        )
+                    else:
+                        block = rng.randbytes(MIB)
+                    out.write(block)
+                    written += len(block)
+
+
+def _verification_table(sink: Any) -> None:
+    print("content verification through the sink: one archive from disk, kind bytes vs kind zip")
+    print(f"{'zip of':>22} {'archive':>9} {'bytes MiB/s':>12} {'zip MiB/s':>10} {'bytes peak':>11} {'zip peak':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, deflated in (("stored random members", False), ("deflated JSONL", True)):
+            path = os.path.join(tmp, "export.zip")
+            _write_zip(path, 64 * MIB if not deflated else 128 * MIB, deflated)
+            size = os.path.getsize(path)
+            rates, peaks = {}, {}
+            for kind in ("bytes", "zip"):
+                def run() -> None:
+                    stored = store_archive(sink, BUCKET, "k", "alias/bench",
+                                           Archive("a.zip", "application/zip", _file_chunks(path), kind=kind))
+                    if stored.bytes != size:  # a broken run must not print plausible figures
+                        raise RuntimeError(f"stored {stored.bytes} bytes of {size}")
+
+                gc.collect()
+                started = time.perf_counter()
+                run()
+                rates[kind] = size / MIB / (time.perf_counter() - started)
+                tracemalloc.start()
+                try:
+                    run()
+                    peaks[kind] = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+            print(f"{label:>22} {size / MIB:>5.0f} MiB {rates['bytes']:>12.0f} {rates['zip']:>10.0f} "
+                  f"{peaks['bytes'] / MIB:>7.1f} MiB {peaks['zip'] / MIB:>5.1f} MiB", flush=True)
+
+
 def main() -> None:
     pool = random.Random(0).randbytes(DEFAULT_PART_SIZE + 3 * CHUNK)  # not a multiple of the part size
     print(f"part size {DEFAULT_PART_SIZE // MIB} MiB, chunks {CHUNK // 1024} KiB")
@@ -134,4 +199,6 @@ def main() -> None:
     print()
     _table("real botocore, bodies drained and dropped at the HTTP layer (what a Lambda holds)",
            ((size_mib, _measure(sink, "alias/bench", pool, size_mib)) for size_mib in SIZES_MIB))
+    print()
+    _verification_table(sink)
 

@@ -1,12 +1,25 @@
-"""Stream a vendor archive into the archive bucket: S3 multipart, SSE-KMS, sha256 on the way.
+"""Stream a vendor archive into the archive bucket: S3 multipart, SSE-KMS, sha256 and verification on the way.
 
 Guarantees:
 - bounded memory: one part buffer (plus the copy handed to botocore and the chunk in hand), whatever the
-  archive's size;
+  archive's size; a zip is also spooled to a temporary file for verification (core/verify.py), on disk;
+- an archive counts as stored only when verified: every chunk goes to the verifier for `archive.kind`
+  (zip: opens, every CRC right; json: complete, success: true; bytes: length only), which judges before
+  `CompleteMultipartUpload`; a failed verification aborts the upload (ArchiveInvalid, ArchiveTooLarge);
 - nothing partial is ever visible: the object appears only when `CompleteMultipartUpload` runs, and that
-  runs only after the whole stream arrived and matched its announced length; on any failure the upload is
-  aborted, so no object and no orphaned parts (billed storage holding personal data) remain;
+  runs only after the whole stream arrived, matched its announced length and was verified; on any failure
+  the upload is aborted, so no object and no orphaned parts (billed storage holding personal data) remain;
+- an S3 hiccup does not lose the download (Elevate's is single-shot): every S3 call is retried on transient
+  errors (`is_transient`: 5xx, SlowDown, RequestTimeout, connection drops, timeouts), S3_ATTEMPTS times in
+  all; an UploadPart retry resends the part still in hand. A CompleteMultipartUpload whose answer was lost
+  may have gone through: when a retry answers NoSuchUpload, or the retries run out, the key is HEADed and
+  the object counts as stored if it is there with this upload's token (x-amz-meta-dsrflow-upload, set at
+  CreateMultipartUpload) and exactly the bytes received. (botocore retries inside each call too, so a
+  NoSuchUpload can come from its retry of our first attempt: handled the same way.)
 - every put names the KMS key explicitly, whatever the bucket default says.
+
+A CreateMultipartUpload whose answer is lost leaves an upload without parts (no data) that we never learn
+the id of; the bucket's AbortIncompleteMultipartUpload lifecycle rule removes it.
 
 Integrity in transit: botocore (>= 1.36, default `when_supported`) sends a CRC32 trailer with every
 UploadPart and S3 rejects a part that does not match. We do not add `ChecksumAlgorithm="SHA256"`: S3
@@ -14,24 +27,42 @@ would then demand every part's SHA-256 in CompleteMultipartUpload, moto neither 
 checksums (so the path could not be tested here), and S3 has no full-object SHA-256 anyway. The sha256
 recorded in the manifest is ours, computed over exactly the bytes we uploaded.
 
-Errors are `ArchiveTransferError` (retried by the workflow). Messages quote the S3 key (request id, vendor,
-action, archive name), byte counts, S3 error codes and exception type names; never an exception's own text,
-which for an HTTP error can carry a URL with a customer key in its query string.
+`rehash_stored` serves a task retried after its archive landed but before its outcome was written: it
+streams the stored object back (bounded memory), recomputes sha256 and length, and re-verifies it.
+
+Errors: `ArchiveTransferError` (retried by the workflow) for a broken download or S3 failing after
+retries; `ArchiveInvalid` / `ArchiveTooLarge` (core/verify.py; not retried) for content. Messages quote the
+S3 key (request id, vendor, action, archive name), byte counts, S3 operations and error codes, exception
+type names and the verifier's rule; never an exception's own text, which for an HTTP error can carry a URL
+with a customer key in its query string.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Iterator
+import time
+import uuid
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import Archive
-from core.errors import ArchiveTransferError, DsrError
+from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError, DsrError
+from core.verify import Verifier, verifier_for
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
@@ -40,6 +71,62 @@ DEFAULT_PART_SIZE = 8 * MIB
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
+READ_CHUNK = 1 * MIB  # rehash_stored reads the stored object back in pieces this big
+
+# Retries on top of botocore's own (which retry each call a few times within seconds): a longer pause for
+# an S3 partition that is slow to recover, while the download we hold is still good.
+S3_ATTEMPTS = 4
+S3_RETRY_DELAYS = (0.2, 1.0, 3.0)  # seconds before the 2nd, 3rd and 4th attempt
+TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+TRANSIENT_EXCEPTIONS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ReadTimeoutError,
+    ConnectTimeoutError,
+    ResponseStreamingError,  # a GET body broke off while being read
+    IncompleteReadError,  # a GET body ended short of its Content-Length
+)
+UPLOAD_TOKEN = "dsrflow-upload"  # user metadata naming the upload an object came from (see the module doc)
+NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+
+
+def error_code(exc: BaseException) -> str:
+    """An S3 error code, or the exception's type name: safe to quote, unlike the exception's text."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "unknown")
+    return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return error_code(exc) in TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
+    return isinstance(exc, TRANSIENT_EXCEPTIONS)
+
+
+def with_retries(
+    call: Callable[[int], T],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = S3_ATTEMPTS,
+    what: str = "S3 call",
+) -> T:
+    """`call(attempt)` (1-based) until it returns or raises something not transient, at most `attempts` times.
+    The last error propagates unchanged: transient means the attempts ran out."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call(attempt)
+        except Exception as exc:
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            log.warning(f"{what} failed, retrying", extra={"error": error_code(exc), "attempt": attempt})
+            sleep(S3_RETRY_DELAYS[min(attempt - 1, len(S3_RETRY_DELAYS) - 1)])
+    raise AssertionError("unreachable")
+
+
+def failure(exc: BaseException, attempts: int = S3_ATTEMPTS) -> str:
+    """'(Code)' or '(Code) after N attempts' for a message: how an S3 call that `with_retries` gave up on failed."""
+    return f"({error_code(exc)}) after {attempts} attempts" if is_transient(exc) else f"({error_code(exc)})"
 
 
 class StoredArchive(BaseModel):
@@ -52,6 +139,10 @@ class StoredArchive(BaseModel):
     content_type: str
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # hex digest of the stored bytes
+    # What the content was verified as (core/verify.py). The default is for records written before
+    # verification existed: they were checked for length only, which is what "bytes" means.
+    verified: Literal["zip", "json", "bytes"] = "bytes"
+    members: int | None = Field(default=None, ge=0)  # zip: member count
 
 
 def store_archive(
@@ -61,33 +152,56 @@ def store_archive(
     kms_key_id: str,
     archive: Archive,
     part_size: int = DEFAULT_PART_SIZE,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> StoredArchive:
-    """Stream `archive` to s3://bucket/key and return what was stored. Always closes the archive.
+    """Stream `archive` to s3://bucket/key, verify it as `archive.kind`, and return what was stored. Always
+    closes the archive. In every failure case nothing is stored and no upload is left open (unless S3 also
+    refuses the abort: then the lifecycle rule removes the parts; the object is never visible).
 
-    Raises ArchiveTransferError when the download breaks off, its length differs from the announced
-    Content-Length, or S3 refuses a call; in every such case nothing is stored. ValueError for a part
-    size S3 would refuse.
+    Raises:
+      ArchiveTransferError  the download broke off, its length differs from the announced Content-Length,
+                            or S3 failed a call (after S3_ATTEMPTS for transient errors);
+      ArchiveInvalid        the content is not what `archive.kind` documents (core/verify.py);
+      ArchiveTooLarge       a zip too big to spool for verification (ARCHIVE_SPOOL_LIMIT_MB, free /tmp);
+      ConfigError           ARCHIVE_SPOOL_LIMIT_MB or ARCHIVE_SPOOL_DIR is unusable;
+      ValueError            a part size S3 would refuse, or an unknown `archive.kind`.
+    `sleep` is the pause between retries (tests pass a no-op).
     """
     try:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes, got {part_size}")
-        return _Upload(s3, bucket, key, kms_key_id, archive, part_size).run()
+        return _Upload(s3, bucket, key, kms_key_id, archive, part_size, sleep).run()
+    except (ArchiveInvalid, ArchiveTooLarge) as exc:
+        raise exc.with_message(f"{exc.message}; nothing was stored") from None
     finally:
         archive.close()
 
 
 class _Upload:
-    def __init__(self, s3: Any, bucket: str, key: str, kms_key_id: str, archive: Archive, part_size: int):
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        kms_key_id: str,
+        archive: Archive,
+        part_size: int,
+        sleep: Callable[[float], None],
+    ):
         self.s3 = s3
         self.bucket = bucket
         self.key = key
         self.kms_key_id = kms_key_id
         self.archive = archive
         self.part_size = part_size
+        self.sleep = sleep
         self.content_type = archive.content_type or "application/octet-stream"
+        self.token = uuid.uuid4().hex
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
         self.received = 0
+        self.verifier: Verifier | None = None
 
     def run(self) -> StoredArchive:
         if self.archive.length is not None and self.archive.length > self.part_size * MAX_PARTS:
@@ -95,42 +209,64 @@ class _Upload:
                 f"{self.key}: the vendor announced {self.archive.length} bytes, more than {MAX_PARTS} parts of "
                 f"{self.part_size} bytes can hold; nothing was stored"
             )
+        # Before any S3 call: a zip announced too big for the spool is refused with nothing to undo.
+        self.verifier = verifier_for(self.archive.kind, self.key, length=self.archive.length)
+        try:
+            return self._run()
+        finally:
+            self.verifier.close()
+
+    def _run(self) -> StoredArchive:
+        assert self.verifier is not None
         created = self._s3(
             "CreateMultipartUpload",
-            self.s3.create_multipart_upload,
-            ContentType=self.content_type,
-            ServerSideEncryption="aws:kms",
-            SSEKMSKeyId=self.kms_key_id,
+            lambda _: self.s3.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType=self.content_type,
+                ServerSideEncryption="aws:kms",
+                SSEKMSKeyId=self.kms_key_id,
+                Metadata={UPLOAD_TOKEN: self.token},
+            ),
         )
         self.upload_id = created["UploadId"]
         try:
             digest = self._send_parts()
-            self._s3(
-                "CompleteMultipartUpload",
-                self.s3.complete_multipart_upload,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
-            )
+            result = self.verifier.finish()
+            self._complete()
         except BaseException as exc:
             # BaseException too: a KeyboardInterrupt or SystemExit must not leave parts behind either.
             self._abort()
-            if isinstance(exc, Exception) and not isinstance(exc, ArchiveTransferError):
+            if isinstance(exc, Exception) and not isinstance(exc, DsrError):
                 raise ArchiveTransferError(
                     f"{self.key}: transfer failed after {self.received} bytes ({type(exc).__name__}); "
                     "nothing was stored"
                 ) from None
             raise
-        log.info("archive stored", extra={"key": self.key, "bytes": self.received, "parts": len(self.parts)})
+        log.info(
+            "archive stored",
+            extra={
+                "key": self.key,
+                "bytes": self.received,
+                "parts": len(self.parts),
+                "verified": result.kind,
+                "members": result.members,
+            },
+        )
         return StoredArchive(
             key=self.key,
             name=self.archive.name,
             content_type=self.content_type,
             bytes=self.received,
             sha256=digest,
+            verified=result.kind,
+            members=result.members,
         )
 
     def _send_parts(self) -> str:
-        """Re-buffer the chunks into parts of exactly `part_size` (the last one shorter); return the sha256."""
+        """Re-buffer the chunks into parts of exactly `part_size` (the last one shorter), feeding the verifier;
+        return the sha256."""
+        assert self.verifier is not None
         expected = self.archive.length
         sha = hashlib.sha256()
         # One fixed buffer, filled through memoryviews: no regrowth per part, and chunks of any size (a
@@ -145,6 +281,7 @@ class _Upload:
                 raise ArchiveTransferError(
                     f"{self.key}: the vendor announced {expected} bytes but sent more; nothing was stored"
                 )
+            self.verifier.feed(chunk)
             view = memoryview(chunk)
             while view:
                 take = min(len(view), self.part_size - filled)
@@ -188,35 +325,154 @@ class _Upload:
                 f"{self.key}: the archive exceeds {MAX_PARTS} parts of {self.part_size} bytes; nothing was stored"
             )
         # A bytes copy for botocore (the buffer is refilled next; botocore wraps bytes without copying
-        # and re-reads them if it retries the call).
+        # and re-reads them if it retries the call), made once: our retries resend the same copy.
+        body = bytes(data)
         response = self._s3(
             "UploadPart",
-            self.s3.upload_part,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=bytes(data),
+            lambda _: self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            ),
         )
         self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
-    def _s3(self, operation: str, call: Any, **kwargs: Any) -> dict[str, Any]:
+    def _complete(self) -> None:
+        def attempt(_: int) -> Any:
+            try:
+                return self.s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.parts},
+                )
+            except ClientError as exc:
+                # The upload is gone: an earlier attempt (ours, or botocore's retry inside this call) may
+                # have completed it with its answer lost. Not worth retrying: look at the key instead.
+                if error_code(exc) == "NoSuchUpload":
+                    if self._landed():
+                        return None
+                    raise ArchiveTransferError(
+                        f"{self.key}: S3 CompleteMultipartUpload failed (NoSuchUpload) and the object from "
+                        "this upload was not found at the key; nothing was stored"
+                    ) from None
+                raise
+
         try:
-            return call(Bucket=self.bucket, Key=self.key, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "unknown")
-            raise ArchiveTransferError(f"{self.key}: S3 {operation} failed ({code}); nothing was stored") from None
-        except Exception as exc:  # connection errors, timeouts (BotoCoreError and friends)
+            with_retries(attempt, sleep=self.sleep, what="S3 CompleteMultipartUpload")
+        except DsrError:
+            raise
+        except Exception as exc:
+            # Retries spent on a transient error: the last attempt may still have gone through.
+            if is_transient(exc) and self._landed():
+                return
             raise ArchiveTransferError(
-                f"{self.key}: S3 {operation} failed ({type(exc).__name__}); nothing was stored"
+                f"{self.key}: S3 CompleteMultipartUpload failed {failure(exc)}; nothing was stored"
+            ) from None
+
+    def _landed(self) -> bool:
+        """True when the key holds the object this upload made: its token, and exactly the bytes received."""
+        try:
+            head = with_retries(
+                lambda _: self.s3.head_object(Bucket=self.bucket, Key=self.key),
+                sleep=self.sleep,
+                what="S3 HeadObject",
+            )
+        except Exception as exc:
+            if error_code(exc) not in NOT_FOUND:
+                # S3 still failing: we cannot show it landed, so we report a failure (if it did land, the
+                # workflow's retry of the task finds it with rehash_stored).
+                log.warning("could not confirm a completed upload", extra={"key": self.key, "error": error_code(exc)})
+            return False
+        ours = head.get("Metadata", {}).get(UPLOAD_TOKEN) == self.token
+        landed = ours and head.get("ContentLength") == self.received
+        if landed:
+            log.info("completed upload confirmed by HEAD after a lost answer", extra={"key": self.key})
+        return landed
+
+    def _s3(self, operation: str, call: Callable[[int], T]) -> T:
+        try:
+            return with_retries(call, sleep=self.sleep, what=f"S3 {operation}")
+        except Exception as exc:  # ClientError, connection errors, timeouts (BotoCoreError and friends)
+            raise ArchiveTransferError(
+                f"{self.key}: S3 {operation} failed {failure(exc)}; nothing was stored"
             ) from None
 
     def _abort(self) -> None:
+        if self.upload_id is None:
+            return
         try:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            with_retries(
+                lambda _: self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id),
+                sleep=self.sleep,
+                what="S3 AbortMultipartUpload",
+            )
         except Exception as exc:
+            if error_code(exc) == "NoSuchUpload":
+                return  # already gone (aborted, or a lost complete): nothing left to remove
             # Nothing more we can do here; the bucket's AbortIncompleteMultipartUpload lifecycle rule
             # removes the parts later. The object itself was never completed, so nothing is visible.
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
             log.warning(
                 "could not abort multipart upload; the lifecycle rule will remove its parts",
-                extra={"key": self.key, "upload_id": self.upload_id, "error": code or type(exc).__name__},
+                extra={"key": self.key, "upload_id": self.upload_id, "error": error_code(exc)},
             )
+
+
+def rehash_stored(
+    s3: Any,
+    bucket: str,
+    key: str,
+    name: str,
+    content_type: str,
+    kind: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> StoredArchive | None:
+    """The StoredArchive for an object already at s3://bucket/key, or None if there is none.
+
+    For a task retried after its archive landed but before its outcome was written: the object is streamed
+    back (bounded memory: READ_CHUNK pieces, a zip spooled to disk as in store_archive), its sha256 and
+    length recomputed and its content re-verified as `kind`. An empty `content_type` takes the object's.
+
+    Raises ArchiveInvalid / ArchiveTooLarge when the stored object fails verification (it stays where it
+    is: deciding about it is the caller's), ArchiveTransferError when S3 keeps failing the read.
+    """
+
+    def attempt(_: int) -> StoredArchive | None:
+        try:
+            obj = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return None
+            raise
+        body = obj["Body"]
+        try:
+            verifier = verifier_for(kind, key, length=obj.get("ContentLength"))
+            with verifier:
+                sha, received = hashlib.sha256(), 0
+                # botocore's StreamingBody raises IncompleteReadError if the body ends short: retried.
+                for chunk in body.iter_chunks(READ_CHUNK):
+                    sha.update(chunk)
+                    received += len(chunk)
+                    verifier.feed(chunk)
+                result = verifier.finish()
+        finally:
+            body.close()
+        return StoredArchive(
+            key=key,
+            name=name,
+            content_type=content_type or obj.get("ContentType") or "application/octet-stream",
+            bytes=received,
+            sha256=sha.hexdigest(),
+            verified=result.kind,
+            members=result.members,
+        )
+
+    try:
+        return with_retries(attempt, sleep=sleep, what="S3 GetObject")
+    except (ArchiveInvalid, ArchiveTooLarge) as exc:
+        raise exc.with_message(f"{exc.message} (re-checking the archive already stored there)") from None
+    except DsrError:
+        raise
+    except Exception as exc:
+        raise ArchiveTransferError(
+            f"{key}: S3 GetObject failed {failure(exc)} while re-reading the archive already stored there"
+        ) from None

@@ -1,15 +1,28 @@
 """The bucket layout, and reading/writing the request and manifest objects. Every put is SSE-KMS with the
-bucket's key set explicitly, so an object can never land under another key or unencrypted."""
+bucket's key set explicitly, so an object can never land under another key or unencrypted.
+
+Every S3 call (writes, reads, listings) is retried on transient errors (core.archive_store.is_transient:
+5xx, SlowDown, RequestTimeout, connection drops, timeouts), S3_ATTEMPTS times with a growing pause; once
+they are spent the call raises StoreUnavailable, which the workflow retries by name. Its message names the
+S3 operation, the key and the error code, never the exception's text. Other S3 errors propagate as they are.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import Any, Callable, TypeVar
 
 from botocore.exceptions import ClientError
 
-from core.errors import DsrError
+from core.archive_store import NOT_FOUND, S3_ATTEMPTS, error_code, is_transient, with_retries
+from core.errors import DsrError, StoreUnavailable
 from core.models import Manifest, StoredRequest
+
+T = TypeVar("T")
+# A conditional put that found the key taken (S3 answers 409 ConditionalRequestConflict while another
+# conditional write to the key is in flight).
+PRECONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
 class RequestNotFound(DsrError):
@@ -42,13 +55,30 @@ def outcome_key(request_id: str, vendor: str, action: str) -> str:
     return f"{prefix(request_id)}{vendor}/{action}/outcome.json"
 
 
+def submission_key(request_id: str, vendor: str, action: str) -> str:
+    """Every attempt to start the vendor job, recorded before the call (at most one more job per action)."""
+    return f"{prefix(request_id)}{vendor}/{action}/submission.json"
+
+
 class Store:
-    def __init__(self, s3: Any, bucket: str, kms_key_id: str):
+    def __init__(self, s3: Any, bucket: str, kms_key_id: str, *, sleep: Callable[[float], None] = time.sleep):
         self.s3 = s3
         self.bucket = bucket
         self.kms_key_id = kms_key_id
+        self.sleep = sleep  # the pause between retries (tests pass a no-op)
 
-    def _put(self, key: str, body: bytes, **extra: Any) -> None:
+    def _retrying(self, operation: str, key: str, call: Callable[[int], T]) -> T:
+        """`call(attempt)` with transient retries; spent retries become StoreUnavailable."""
+        try:
+            return with_retries(call, sleep=self.sleep, what=f"S3 {operation}")
+        except Exception as exc:
+            if is_transient(exc):
+                raise StoreUnavailable(
+                    f"S3 {operation} of {key} failed ({error_code(exc)}) after {S3_ATTEMPTS} attempts"
+                ) from None
+            raise
+
+    def _put_once(self, key: str, body: bytes, **extra: Any) -> None:
         self.s3.put_object(
             Bucket=self.bucket,
             Key=key,
@@ -59,25 +89,40 @@ class Store:
             **extra,
         )
 
-    def _get_json(self, key: str) -> Any | None:
+    def _put(self, key: str, body: bytes, **extra: Any) -> None:
+        self._retrying("PutObject", key, lambda _: self._put_once(key, body, **extra))
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        """One GetObject, body read whole (these objects are small JSON records); None if there is none."""
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if error_code(exc) in NOT_FOUND:
                 return None
             raise
-        return json.loads(body)
+
+    def _get_json(self, key: str) -> Any | None:
+        body = self._retrying("GetObject", key, lambda _: self._get_bytes(key))
+        return json.loads(body) if body is not None else None
 
     def create_request(self, request: StoredRequest) -> bool:
         """Write the request once. False if a request with this id is already stored (a duplicate delivery):
         the first one wins, so a running execution never has its subject swapped underneath it."""
-        try:
-            self._put(request_key(request.request_id), request.model_dump_json().encode(), IfNoneMatch="*")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
+        key = request_key(request.request_id)
+        body = request.model_dump_json().encode()
+
+        def attempt(number: int) -> bool:
+            try:
+                self._put_once(key, body, IfNoneMatch="*")
+            except ClientError as exc:
+                if error_code(exc) in PRECONDITION_FAILED:
+                    # After a transient failure the key may hold our own earlier attempt, whose answer was
+                    # lost: that is a success, not a duplicate. A first attempt keeps the plain semantics.
+                    return number > 1 and self._get_bytes(key) == body
+                raise
+            return True
+
+        return self._retrying("PutObject", key, attempt)
 
     def load_request(self, request_id: str) -> StoredRequest:
         raw = self._get_json(request_key(request_id))
@@ -92,10 +137,13 @@ class Store:
         return self._get_json(key)
 
     def list_keys(self, key_prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key_prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        return sorted(keys)
+        def attempt(_: int) -> list[str]:
+            keys: list[str] = []
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key_prefix):
+                keys += [o["Key"] for o in page.get("Contents", [])]
+            return sorted(keys)
+
+        return self._retrying("ListObjectsV2", key_prefix, attempt)
 
     def put_manifest(self, manifest: Manifest) -> None:
         body = manifest.model_dump_json(indent=2).encode()

@@ -1,28 +1,35 @@
-"""store_archive against moto S3 (SSE-KMS bucket in eu-west-1): whole archives, odd chunks, every failure path."""
+"""store_archive against moto S3 (SSE-KMS bucket in eu-west-1): whole archives, odd chunks, content
+verification (zip, json), S3 hiccups retried, every failure path, bounded memory, rehash_stored."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
 import random
 import tracemalloc
+import zipfile
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import boto3
 import pytest
 import requests
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from moto import mock_aws
 
 from connectors.base import Archive
-from core.archive_store import MAX_PARTS, StoredArchive, store_archive
-from core.errors import ArchiveTransferError
+from core.archive_store import MAX_PARTS, S3_RETRY_DELAYS, UPLOAD_TOKEN, StoredArchive, rehash_stored, store_archive
+from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError
 from local.discarding_s3 import DiscardingS3
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # the S3 minimum, so tests need few megabytes to cross part boundaries
 BUCKET = "dsrflow-archives-test"
 KEY = "requests/r-0001/elevate/export/contacts.zip"
+PERSONAL = "jane.doe@example.com"  # a member name a vendor might choose; must never reach a message
 
 
 def random_chunks(sizes: Iterable[int], seed: int = 7) -> Iterator[bytes]:
@@ -39,17 +46,37 @@ def sha256_of(chunks: Iterable[bytes]) -> tuple[str, int]:
     return sha.hexdigest(), n
 
 
+def pieces(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def jsonl(rows: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    return b"".join(json.dumps({"id": i, "v": rng.random()}).encode() + b"\n" for i in range(rows))
+
+
 class Source:
     """A vendor download stand-in: lazy chunks; records how many were pulled and whether it was closed."""
 
     def __init__(self, chunks: Iterable[bytes], length: int | None = None, fail_after: int | None = None,
-                 error: BaseException | None = None):
+                 error: BaseException | None = None, kind: str = "bytes", name: str = "contacts.zip",
+                 content_type: str = "application/zip"):
         self.pulled = 0
         self.closed = 0
         self._chunks = chunks
         self._fail_after = fail_after
         self._error = error
-        self.archive = Archive("contacts.zip", "application/zip", self._read(), length=length, close=self._close)
+        self.archive = Archive(name, content_type, self._read(), length=length, close=self._close,
+                               kind=kind)  # type: ignore[arg-type]
 
     def _read(self) -> Iterator[bytes]:
         for chunk in self._chunks:
@@ -62,37 +89,56 @@ class Source:
         self.closed += 1
 
 
-class Recording:
-    """Wraps an S3 client: records calls and part sizes; optionally fails one call with a ClientError."""
+def client_error(code: str, status: int = 500, operation: str = "S3") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       operation)
 
-    def __init__(self, client: Any, fail: tuple[str, int] | None = None, code: str = "InternalError"):
+
+class Recording:
+    """Wraps an S3 client: records calls and part sizes. `fail(name, ...)` makes chosen calls of one
+    operation raise: before the call reaches S3, or after it went through (`lost=True`: the answer is lost)."""
+
+    def __init__(self, client: Any):
         self._client = client
-        self._fail = fail
-        self._code = code
+        self._faults: dict[str, tuple[set[int] | None, Callable[[], BaseException], bool]] = {}
         self.calls: list[str] = []
         self.part_sizes: list[int] = []
+
+    def fail(self, name: str, on: Iterable[int] | None = (1,), error: Callable[[], BaseException] | None = None,
+             lost: bool = False) -> "Recording":
+        """Calls number `on` (1-based; None: every call) of `name` raise `error()` (default InternalError)."""
+        self._faults[name] = (set(on) if on is not None else None, error or (lambda: client_error("InternalError")),
+                              lost)
+        return self
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
 
         def call(**kwargs: Any) -> Any:
             self.calls.append(name)
-            if self._fail and self._fail == (name, self.calls.count(name)):
-                raise ClientError({"Error": {"Code": self._code, "Message": "injected"}}, name)
+            number = self.calls.count(name)
+            fault = self._faults.get(name)
+            failing = fault is not None and (fault[0] is None or number in fault[0])
+            if failing and not fault[2]:
+                raise fault[1]()
             if name == "upload_part":
                 self.part_sizes.append(len(kwargs["Body"]))
-            return method(**kwargs)
+            result = method(**kwargs)
+            if failing:
+                raise fault[1]()
+            return result
 
         return call
 
 
 @pytest.fixture
-def aws():
+def aws(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_SPOOL_DIR", str(tmp_path))
     with mock_aws():
         key_arn = boto3.client("kms", region_name="eu-west-1").create_key(Description="archives")["KeyMetadata"]["Arn"]
         s3 = boto3.client("s3", region_name="eu-west-1")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield SimpleNamespace(s3=s3, key_arn=key_arn)
+        yield SimpleNamespace(s3=s3, key_arn=key_arn, spool=tmp_path)
 
 
 def objects(s3) -> list[str]:
@@ -103,9 +149,31 @@ def pending_uploads(s3) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
 
 
+def open_files(directory: Path) -> dict[int, str]:
+    """Files this process has open under `directory` (the spool is unlinked at once: it shows only here)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the fd listdir itself used, already closed
+            continue
+        if target.startswith(str(directory)):
+            found[int(fd)] = target
+    return found
+
+
+def open_spools(directory: Path) -> list[str]:
+    return sorted(open_files(directory).values())
+
+
 def assert_nothing_stored(aws) -> None:
     assert objects(aws.s3) == []
     assert pending_uploads(aws.s3) == []
+    assert open_spools(aws.spool) == [] and os.listdir(aws.spool) == []
+
+
+def stored_body(aws, key: str = KEY) -> bytes:
+    return aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
 # --- archives that land --------------------------------------------------------------------------------------
@@ -120,14 +188,15 @@ def test_archive_larger_than_a_part_lands_whole_with_checksum_and_sse_kms(aws):
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
     assert stored == StoredArchive(key=KEY, name="contacts.zip", content_type="application/zip", bytes=total,
-                                   sha256=expected_sha)
+                                   sha256=expected_sha, verified="bytes", members=None)
     assert s3.part_sizes == [PART, PART, 2 * MIB]
-    body = aws.s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
+    body = stored_body(aws)
     assert (hashlib.sha256(body).hexdigest(), len(body)) == (expected_sha, total)
     head = aws.s3.head_object(Bucket=BUCKET, Key=KEY)
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"] == aws.key_arn
     assert head["ContentType"] == "application/zip"
+    assert len(head["Metadata"][UPLOAD_TOKEN]) == 32  # the upload's token, for confirming a lost complete
     assert pending_uploads(aws.s3) == []
     assert source.closed == 1
 
@@ -142,8 +211,7 @@ def test_odd_chunk_sizes_are_rebuffered_into_exact_parts(aws):
 
     assert (stored.sha256, stored.bytes) == (expected_sha, total)
     assert s3.part_sizes == [PART, PART, PART, total - 3 * PART]
-    body = aws.s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == expected_sha
+    assert hashlib.sha256(stored_body(aws)).hexdigest() == expected_sha
     assert source.closed == 1
 
 
@@ -161,12 +229,182 @@ def test_empty_archive_is_stored_as_an_empty_encrypted_object(aws, chunks):
     assert source.closed == 1
 
 
+# --- verified content: zip -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "members",
+    [{}, {"empty.txt": b""}],
+    ids=["empty-zip", "one-empty-member"],
+)
+def test_empty_zips_are_valid(aws, members):
+    data = make_zip(members)
+    source = Source(pieces(data), length=len(data), kind="zip")
+
+    stored = store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert (stored.verified, stored.members, stored.bytes) == ("zip", len(members), len(data))
+    assert stored_body(aws) == data
+    assert open_spools(aws.spool) == [] and os.listdir(aws.spool) == []
+
+
+def test_multi_member_jsonl_zip_across_parts_is_verified_and_counted(aws):
+    members = {f"table-{i}.jsonl": jsonl(2000, seed=i) for i in range(5)}
+    members["blob.bin"] = random.Random(3).randbytes(7 * MIB)  # incompressible: the zip spans two parts
+    data = make_zip(members)
+    source = Source(pieces(data, 256 * 1024), length=len(data), kind="zip")
+
+    stored = store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert (stored.verified, stored.members) == ("zip", 6)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored_body(aws) == data
+    assert pending_uploads(aws.s3) == []
+    assert open_spools(aws.spool) == [] and os.listdir(aws.spool) == []
+
+
+def test_html_login_page_served_as_a_zip_is_refused_and_nothing_is_stored(aws):
+    page = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please log in</body></html>\n"
+    source = Source([page], length=len(page), kind="zip", name="qualifio-export-1.zip")
+
+    with pytest.raises(ArchiveInvalid) as err:
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert str(err.value) == (f"{KEY}: the download ({len(page)} bytes) is an HTML page, not a zip; "
+                              "nothing was stored")
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+
+
+def test_zip_cut_at_its_announced_500_bytes_is_refused(aws):
+    whole = make_zip({"contacts.jsonl": jsonl(500)})
+    assert len(whole) > 2000
+    truncated = whole[:500]  # what the HTTP client hands on when Content-Length says 500
+    source = Source(pieces(truncated, 128), length=500, kind="zip")
+
+    with pytest.raises(ArchiveInvalid, match=r"the zip \(500 bytes\) has no end-of-central-directory record: it "
+                                             r"is truncated or damaged; nothing was stored$"):
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert_nothing_stored(aws)
+
+
+def test_corrupted_member_is_named_by_index_not_by_its_name(aws):
+    body = random.Random(5).randbytes(4096)
+    data = bytearray(make_zip({"a.jsonl": b"{}\n", f"{PERSONAL}.jsonl": body, "c.jsonl": b"{}\n"},
+                              compression=zipfile.ZIP_STORED))
+    at = bytes(data).index(body[:64])  # stored: the member's bytes appear as they are
+    data[at + 100] ^= 0x01  # one bit: the CRC-32 no longer matches
+    data = bytes(data)
+    source = Source(pieces(data, 1000), length=len(data), kind="zip")
+
+    with pytest.raises(ArchiveInvalid) as err:
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    message = str(err.value)
+    assert message == f"{KEY}: member 2 of 3 fails its CRC-32 check: the zip is damaged; nothing was stored"
+    assert PERSONAL not in message and "jane" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert_nothing_stored(aws)
+
+
+def test_damaged_deflate_stream_is_refused_by_index(aws):
+    data = bytearray(make_zip({f"{PERSONAL}.jsonl": jsonl(3000)}))
+    data[200] ^= 0xFF  # inside the compressed data (the local header and name end well before)
+    source = Source(pieces(bytes(data)), length=len(data), kind="zip")
+
+    with pytest.raises(ArchiveInvalid, match=r"member 1 of 1 (fails its CRC-32 check|cannot be read)") as err:
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert PERSONAL not in str(err.value)
+    assert_nothing_stored(aws)
+
+
+def test_zip_bigger_than_the_spool_limit_is_too_large_and_leaves_nothing(aws, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_SPOOL_LIMIT_MB", "1")
+    data = make_zip({"blob.bin": random.Random(1).randbytes(2 * MIB)}, compression=zipfile.ZIP_STORED)
+    seen: list[list[str]] = []
+
+    def chunks() -> Iterator[bytes]:
+        for piece in pieces(data):
+            seen.append(open_spools(aws.spool))
+            yield piece
+
+    source = Source(chunks(), kind="zip")  # no announced length: found out while spooling
+
+    with pytest.raises(ArchiveTooLarge) as err:
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert str(err.value) == (
+        f"{KEY}: the archive exceeds the 1 MiB this function may spool to verify a zip; raise the collect "
+        "function's ephemeral storage and ARCHIVE_SPOOL_LIMIT_MB; nothing was stored"
+    )
+    assert seen[-1] and all(s == seen[-1] for s in seen[1:])  # one spool file, open while streaming
+    assert source.pulled == MIB // (64 * 1024) + 1  # stopped at the first chunk over the limit
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+
+
+def test_zip_announced_beyond_the_spool_limit_is_refused_before_any_s3_call(aws, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_SPOOL_LIMIT_MB", "1")
+    source = Source(random_chunks([MIB] * 2), length=2 * MIB, kind="zip")
+    s3 = Recording(aws.s3)
+
+    with pytest.raises(ArchiveTooLarge, match=r"announced 2097152 bytes, more than the 1 MiB"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert s3.calls == [] and source.pulled == 0
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+
+
+# --- verified content: json ----------------------------------------------------------------------------------
+
+
+JSON_KEY = "requests/r-0001/bloomreach/export/bloomreach-export-one.json"
+
+
+def test_json_with_success_true_is_stored(aws):
+    doc = json.dumps({"success": True, "properties": {"email": PERSONAL},
+                      "events": [{"type": "view", "n": i} for i in range(3000)]}).encode()
+    source = Source(pieces(doc, 4096), length=len(doc), kind="json", name="bloomreach-export-one.json",
+                    content_type="application/json")
+
+    stored = store_archive(aws.s3, BUCKET, JSON_KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert (stored.verified, stored.members, stored.bytes) == ("json", None, len(doc))
+    assert stored_body(aws, JSON_KEY) == doc
+
+
+@pytest.mark.parametrize(
+    "doc, rule",
+    [
+        (b'{"success": false, "errors": ["Customer ' + PERSONAL.encode() + b' is locked"]}',
+         "is a JSON document with success: false"),
+        (b'{"success": true, "events": [{"type": "view"}, {"ty', "is truncated: the JSON document does not end"),
+        (b"Service temporarily unavailable", "is not a JSON document"),
+        (b"<html><body>Bad gateway</body></html>", "is an HTML page, not a JSON document"),
+        (b'[{"success": true}]', "is JSON but its top level is not an object"),
+    ],
+    ids=["success-false", "truncated", "not-json", "html", "array"],
+)
+def test_json_that_is_not_a_successful_document_is_refused(aws, doc, rule):
+    source = Source([doc], length=len(doc), kind="json", name="x.json", content_type="application/json")
+
+    with pytest.raises(ArchiveInvalid) as err:
+        store_archive(aws.s3, BUCKET, JSON_KEY, aws.key_arn, source.archive, part_size=PART)
+
+    assert str(err.value) == f"{JSON_KEY}: the download ({len(doc)} bytes) {rule}; nothing was stored"
+    assert PERSONAL not in str(err.value)
+    assert_nothing_stored(aws)
+
+
 # --- failures: nothing stored, archive closed ----------------------------------------------------------------
 
 
 def test_stream_breaking_midway_aborts_and_does_not_quote_the_error_text(aws):
     error = requests.ConnectionError("GET https://vendor.example/export?customerKey=cust-secret-42 reset")
-    source = Source(random_chunks([MIB] * 12), length=12 * MIB, fail_after=7, error=error)
+    source = Source(random_chunks([MIB] * 12), length=12 * MIB, fail_after=7, error=error, kind="zip")
 
     with pytest.raises(ArchiveTransferError) as err:
         store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
@@ -175,7 +413,7 @@ def test_stream_breaking_midway_aborts_and_does_not_quote_the_error_text(aws):
     assert message.startswith(KEY + ": the download broke off after 7340032 bytes (ConnectionError)")
     assert "cust-secret-42" not in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained text in Lambda's trace
-    assert_nothing_stored(aws)
+    assert_nothing_stored(aws)  # the zip's spool included
     assert source.closed == 1
 
 
@@ -201,34 +439,49 @@ def test_longer_than_announced_is_rejected_without_reading_to_the_end(aws):
 
 
 @pytest.mark.parametrize(
-    "fail, operation",
-    [(("upload_part", 2), "UploadPart"), (("complete_multipart_upload", 1), "CompleteMultipartUpload")],
-    ids=["second-upload-part", "complete"],
+    "operation, method",
+    [("UploadPart", "upload_part"), ("CompleteMultipartUpload", "complete_multipart_upload"),
+     ("CreateMultipartUpload", "create_multipart_upload")],
 )
-def test_s3_error_during_upload_aborts(aws, fail, operation):
+def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, operation, method):
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
-    s3 = Recording(aws.s3, fail=fail)
+    s3 = Recording(aws.s3).fail(method, on=None)
 
-    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 {operation} failed \(InternalError\)"):
-        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 {operation} failed \(InternalError\) after 4 "
+                                                   r"attempts; nothing was stored$"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
-    assert s3.calls[-1] == "abort_multipart_upload"
+    assert s3.calls.count(method) == 4
+    assert sleeps.delays[:3] == list(S3_RETRY_DELAYS)
+    if operation != "CreateMultipartUpload":
+        assert s3.calls[-1] == "abort_multipart_upload"
     assert_nothing_stored(aws)
     assert source.closed == 1
 
 
-def test_missing_bucket_fails_before_reading_and_closes_the_archive(aws):
+def test_s3_refusal_that_is_not_transient_is_not_retried(aws, sleeps):
+    source = Source(random_chunks([MIB] * 12), length=12 * MIB)
+    s3 = Recording(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("AccessDenied", 403))
+
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \(AccessDenied\); nothing"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count("upload_part") == 2 and sleeps.delays == []
+    assert_nothing_stored(aws)
+
+
+def test_missing_bucket_fails_before_reading_and_closes_the_archive(aws, sleeps):
     source = Source(random_chunks([MIB] * 2), length=2 * MIB)
 
-    with pytest.raises(ArchiveTransferError, match=r"S3 CreateMultipartUpload failed \(NoSuchBucket\)"):
-        store_archive(aws.s3, "no-such-bucket-here", KEY, aws.key_arn, source.archive, part_size=PART)
+    with pytest.raises(ArchiveTransferError, match=r"S3 CreateMultipartUpload failed \(NoSuchBucket\); nothing"):
+        store_archive(aws.s3, "no-such-bucket-here", KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
-    assert source.pulled == 0
+    assert source.pulled == 0 and sleeps.delays == []
     assert source.closed == 1
 
 
 def test_interrupt_aborts_the_upload_and_propagates_unchanged(aws):
-    source = Source(random_chunks([MIB] * 12), fail_after=6, error=KeyboardInterrupt())
+    source = Source(random_chunks([MIB] * 12), fail_after=6, error=KeyboardInterrupt(), kind="zip")
 
     with pytest.raises(KeyboardInterrupt):
         store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
@@ -237,12 +490,25 @@ def test_interrupt_aborts_the_upload_and_propagates_unchanged(aws):
     assert source.closed == 1
 
 
-def test_failed_abort_still_reports_the_original_failure(aws):
+def test_abort_failing_once_is_retried_and_leaves_nothing(aws, sleeps):
     source = Source(random_chunks([MIB] * 12), fail_after=6, error=requests.ConnectionError("reset"))
-    s3 = Recording(aws.s3, fail=("abort_multipart_upload", 1), code="ServiceUnavailable")
+    unavailable = lambda: client_error("ServiceUnavailable", 503)  # noqa: E731
+    s3 = Recording(aws.s3).fail("abort_multipart_upload", on=[1], error=unavailable)
 
     with pytest.raises(ArchiveTransferError, match="the download broke off after 6291456 bytes"):
-        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count("abort_multipart_upload") == 2
+    assert_nothing_stored(aws)
+
+
+def test_failed_abort_still_reports_the_original_failure(aws, sleeps):
+    source = Source(random_chunks([MIB] * 12), fail_after=6, error=requests.ConnectionError("reset"))
+    unavailable = lambda: client_error("ServiceUnavailable", 503)  # noqa: E731
+    s3 = Recording(aws.s3).fail("abort_multipart_upload", on=None, error=unavailable)
+
+    with pytest.raises(ArchiveTransferError, match="the download broke off after 6291456 bytes"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
     # The object never completed, so nothing is visible; the parts wait for the lifecycle rule.
     assert objects(aws.s3) == []
@@ -270,24 +536,196 @@ def test_part_size_below_the_s3_minimum_is_refused(aws):
     assert source.closed == 1
 
 
+# --- S3 hiccups: retried, nothing lost -----------------------------------------------------------------------
+
+
+def zip_source(size_mib: int = 12) -> tuple[Source, bytes]:
+    data = make_zip({f"part-{i}.bin": random.Random(i).randbytes(MIB) for i in range(size_mib)},
+                    compression=zipfile.ZIP_STORED)
+    return Source(pieces(data, 256 * 1024), length=len(data), kind="zip"), data
+
+
+@pytest.mark.parametrize(
+    "method, error",
+    [
+        ("complete_multipart_upload", lambda: client_error("InternalError", 500)),
+        ("complete_multipart_upload", lambda: client_error("SlowDown", 503)),
+        ("upload_part", lambda: client_error("RequestTimeout", 400)),
+        ("upload_part", lambda: EndpointConnectionError(endpoint_url="https://s3.eu-west-1.amazonaws.com")),
+        ("create_multipart_upload", lambda: client_error("ServiceUnavailable", 503)),
+    ],
+    ids=["complete-500", "complete-slowdown", "part-timeout", "part-connection", "create-503"],
+)
+def test_s3_failing_once_is_retried_and_the_archive_lands_byte_identical(aws, sleeps, method, error):
+    source, data = zip_source()
+    s3 = Recording(aws.s3).fail(method, on=[2 if method == "upload_part" else 1], error=error)
+
+    stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count(method) == (4 if method == "upload_part" else 2)  # 3 parts, the second sent twice
+    assert sleeps.delays == [S3_RETRY_DELAYS[0]]
+    assert (stored.bytes, stored.sha256, stored.verified, stored.members) == (
+        len(data), hashlib.sha256(data).hexdigest(), "zip", 12)
+    assert stored_body(aws) == data
+    assert pending_uploads(aws.s3) == []
+    assert "abort_multipart_upload" not in s3.calls
+
+
+def test_complete_that_went_through_with_its_answer_lost_then_no_such_upload_is_a_success(aws, sleeps):
+    source, data = zip_source()
+    # 1st complete reaches S3 and succeeds, the answer is lost; S3 answers the retry NoSuchUpload.
+    lost = Recording(aws.s3).fail("complete_multipart_upload", on=[1], lost=True,
+                                  error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
+    s3 = Recording(lost).fail("complete_multipart_upload", on=[2], error=lambda: client_error("NoSuchUpload", 404))
+
+    stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count("complete_multipart_upload") == 2
+    assert "head_object" in s3.calls and "abort_multipart_upload" not in s3.calls
+    assert (stored.bytes, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert stored_body(aws) == data
+    assert pending_uploads(aws.s3) == []
+
+
+def test_complete_whose_answers_are_all_lost_is_confirmed_by_head(aws, sleeps):
+    source, data = zip_source(6)
+    s3 = Recording(aws.s3).fail("complete_multipart_upload", on=None, lost=True,
+                                error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
+
+    stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count("complete_multipart_upload") == 4 and s3.calls[-1] == "head_object"
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored_body(aws) == data
+
+
+def test_no_such_upload_without_our_object_at_the_key_is_a_failure(aws, sleeps):
+    source, data = zip_source(6)
+    # An object from another upload (an earlier run) with the very same bytes: not ours, not proof.
+    aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    s3 = Recording(aws.s3).fail("complete_multipart_upload", on=[1], error=lambda: client_error("NoSuchUpload", 404))
+
+    with pytest.raises(ArchiveTransferError, match=r"S3 CompleteMultipartUpload failed \(NoSuchUpload\) and the "
+                                                   r"object from this upload was not found at the key; nothing"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+
+    assert s3.calls.count("complete_multipart_upload") == 1  # NoSuchUpload is not retried: HEAD decides
+    assert pending_uploads(aws.s3) == []  # the abort ran
+    assert open_spools(aws.spool) == []
+
+
+# --- rehash_stored -------------------------------------------------------------------------------------------
+
+
+def test_rehash_stored_recomputes_what_store_archive_recorded(aws):
+    source, _ = zip_source(7)
+    stored = store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
+
+    again = rehash_stored(aws.s3, BUCKET, KEY, "contacts.zip", "application/zip", "zip")
+    from_object = rehash_stored(aws.s3, BUCKET, KEY, "contacts.zip", "", "zip")
+
+    assert again == stored
+    assert from_object == stored  # an empty content type is taken from the object
+    assert open_spools(aws.spool) == []
+
+
+def test_rehash_stored_of_a_missing_object_is_none(aws):
+    assert rehash_stored(aws.s3, BUCKET, KEY, "contacts.zip", "application/zip", "zip") is None
+
+
+def test_rehash_stored_retries_a_transient_read_failure(aws, sleeps):
+    doc = b'{"success": true, "properties": {}}'
+    aws.s3.put_object(Bucket=BUCKET, Key=JSON_KEY, Body=doc, ContentType="application/json")
+    s3 = Recording(aws.s3).fail("get_object", on=[1], error=lambda: client_error("InternalError"))
+
+    stored = rehash_stored(s3, BUCKET, JSON_KEY, "x.json", "", "json", sleep=sleeps)
+
+    assert stored == StoredArchive(key=JSON_KEY, name="x.json", content_type="application/json", bytes=len(doc),
+                                   sha256=hashlib.sha256(doc).hexdigest(), verified="json")
+    assert sleeps.delays == [S3_RETRY_DELAYS[0]]
+
+
+def test_rehash_stored_refuses_an_unverifiable_object_and_leaves_it(aws):
+    page = b"<html><body>Please log in</body></html>"
+    aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=page)  # stored before verification existed
+
+    with pytest.raises(ArchiveInvalid, match=r"is an HTML page, not a zip \(re-checking the archive already "
+                                             r"stored there\)$"):
+        rehash_stored(aws.s3, BUCKET, KEY, "contacts.zip", "application/zip", "zip")
+
+    assert objects(aws.s3) == [KEY]
+
+
+def test_rehash_stored_gives_up_after_the_retries(aws, sleeps):
+    aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"x")
+    s3 = Recording(aws.s3).fail("get_object", on=None, error=lambda: client_error("ServiceUnavailable", 503))
+
+    with pytest.raises(ArchiveTransferError, match=r"S3 GetObject failed \(ServiceUnavailable\) after 4 attempts "
+                                                   r"while re-reading"):
+        rehash_stored(s3, BUCKET, KEY, "contacts.zip", "application/zip", "bytes", sleep=sleeps)
+
+
 # --- bounded memory ------------------------------------------------------------------------------------------
 
 
-def test_memory_stays_within_a_few_parts_for_a_64_mib_archive():
+def file_chunks(path: Path, size: int = 256 * 1024) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def write_stored_zip(path: Path, total: int, member: int = 8 * MIB) -> None:
+    """A zip of stored (uncompressed) members of random bytes, written in pieces: fast and never in memory."""
+    rng = random.Random(11)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(total // member):
+            with zf.open(f"member-{i}.bin", "w") as out:
+                for _ in range(member // MIB):
+                    out.write(rng.randbytes(MIB))
+
+
+@pytest.mark.parametrize("kind", ["bytes", "zip"])
+def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypatch, kind):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setenv("ARCHIVE_SPOOL_DIR", str(spool))
     sink = DiscardingS3()
-    # Warm up botocore (endpoint rules, models, signer) so its one-off caches are not counted.
-    store_archive(sink.client, BUCKET, KEY, "alias/k", Source(random_chunks([MIB] * 6)).archive, part_size=PART)
+    if kind == "zip":
+        source_path = tmp_path / "export.zip"
+        write_stored_zip(source_path, 64 * MIB)
+        chunks: Callable[[], Iterator[bytes]] = lambda: file_chunks(source_path)  # noqa: E731
+        warm = tmp_path / "warm.zip"
+        write_stored_zip(warm, 6 * MIB, member=2 * MIB)
+        warm_chunks = file_chunks(warm)
+    else:
+        sizes = [256 * 1024] * 256  # 64 MiB, generated lazily
+        chunks = lambda: random_chunks(sizes)  # noqa: E731
+        warm_chunks = random_chunks([MIB] * 6)
+    # Warm up botocore (endpoint rules, models, signer) and zipfile so their one-off caches are not counted.
+    store_archive(sink.client, BUCKET, KEY, "alias/k", Source(warm_chunks, kind=kind).archive, part_size=PART)
     sink.received = 0
-    sizes = [256 * 1024] * 256  # 64 MiB, generated lazily
+    on_disk: list[int] = []
+
+    def watched() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunks()):
+            if i == 200:  # ~50 MiB in: the spool is a file on disk, not memory
+                on_disk.extend(os.fstat(fd).st_size for fd in open_files(spool))
+            yield chunk
 
     tracemalloc.start()
     try:
-        stored = store_archive(sink.client, BUCKET, KEY, "alias/k", Source(random_chunks(sizes)).archive,
+        stored = store_archive(sink.client, BUCKET, KEY, "alias/k", Source(watched(), kind=kind).archive,
                                part_size=PART)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
 
-    assert sink.received == stored.bytes == 64 * MIB  # the whole archive went through botocore
-    assert stored.sha256 == sha256_of(random_chunks(sizes))[0]
+    total = sink.received
+    assert stored.bytes == total >= 64 * MIB  # the whole archive went through botocore
+    assert stored.sha256 == sha256_of(chunks())[0]
+    assert stored.verified == kind
+    if kind == "zip":
+        assert stored.members == 8
+        assert len(on_disk) == 1 and on_disk[0] >= 49 * MIB
     assert peak < 3 * PART, f"peak traced memory {peak / MIB:.1f} MiB for 5 MiB parts"
+    assert open_spools(spool) == [] and os.listdir(spool) == []

@@ -10,6 +10,11 @@
 Bloomreach reports some failures as HTTP 200 with {"success": false, "errors": [...]}: success is HTTP 200
 *and* `success: true`, checked before anything is handed on. Customers are identified by `customer_ids`
 (registered, cookie, ...), never guessed from an email.
+
+Kept records: Bloomreach has no job ids and no status words (`statuses` is empty, `job_id_pattern` matches
+nothing), so reasons and messages are fixed wording; its `errors` text goes to the error's `detail` only.
+anonymize is flagged `destructive` (refused in a dry run); `dry_run` probes with export-one (read-only),
+streamed and discarded, to say whether the customer exists.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from connectors.base import (
     Action,
     Archive,
     Credentials,
+    DryRunPlan,
     Job,
     JobContext,
     Progress,
@@ -38,8 +44,9 @@ from connectors.base import (
     parse_credentials,
 )
 from core.clock import iso_z
-from core.errors import ArchiveTransferError, UnsupportedAction, VendorError
+from core.errors import ArchiveInvalid, ArchiveTransferError, UnsupportedAction, VendorError
 from core.http import VendorHttp, checked, checked_chunks, content_length
+from core.verify import top_level_summary  # bounded-memory JSON top level; re-exported for callers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,11 @@ NO_IDS_REASON = "no customer_ids given (Bloomreach identifies customers by ids s
 NO_CUSTOMER = "customer does not exist"  # Bloomreach's 404 text for export-one / anonymize
 ERASE_ACCEPTED = "anonymization accepted by vendor; Bloomreach offers no completion status"
 ERASE_NO_CUSTOMER = "no data held: Bloomreach has no customer with these ids, so there is nothing to anonymize"
+ANONYMIZE_CALL = "POST /data/v2/projects/{projectToken}/customers/anonymize"
+DRY_RUN_FOUND = "credentials accepted; the customer exists at Bloomreach"
+DRY_RUN_NOT_FOUND = (
+    "credentials accepted; Bloomreach has no customer with these ids, so there would be nothing to anonymize"
+)
 EXPORT_READY = "Bloomreach answers at once: the export is read when the archive is collected"
 
 
@@ -143,6 +155,10 @@ class BloomreachConnector:
         first_check=timedelta(0), interval=timedelta(minutes=1), deadline=timedelta(days=7)
     )
     credentials_model: ClassVar[type[Credentials]] = BloomreachCredentials
+    # Synchronous calls: no job ids, no status words. The pattern matches nothing.
+    statuses: ClassVar[frozenset[str]] = frozenset()
+    job_id_pattern: ClassVar[str] = r"(?!)"
+    native_dry_run: ClassVar[frozenset[Action]] = frozenset()
 
     spool_memory_bytes: int = SPOOL_MEMORY_BYTES
     export_one_max_bytes: int = EXPORT_ONE_MAX_BYTES
@@ -178,14 +194,14 @@ class BloomreachConnector:
             return new_job(self, action, ctx, None)
 
         try:
-            response = self._post("anonymize", {"customer_ids": dict(subject.customer_ids)})
+            body = self._post_json(
+                "anonymize", {"customer_ids": dict(subject.customer_ids)}, call="anonymize", destructive=True
+            )
         except VendorError as exc:
             if _customer_missing(exc):
                 log.info("bloomreach: no customer to anonymize", extra={"vendor": self.name})
                 return new_job(self, action, ctx, None, no_customer=True)
             raise
-        with response:
-            body = _json_body(self.name, "anonymize", response)
         self._require_success("anonymize", body)
         log.info("bloomreach: anonymization accepted", extra={"vendor": self.name})
         return new_job(self, action, ctx, None, accepted=True)
@@ -214,7 +230,9 @@ class BloomreachConnector:
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: {reason}")
         try:
-            response = self._post("export-one", {"customer_ids": dict(ctx.subject.customer_ids)}, stream=True)
+            response = self._post(
+                "export-one", {"customer_ids": dict(ctx.subject.customer_ids)}, call="export-one", stream=True
+            )
         except VendorError as exc:
             if _customer_missing(exc):
                 log.info("bloomreach: no customer with these ids", extra={"vendor": self.name})
@@ -228,8 +246,10 @@ class BloomreachConnector:
             try:
                 summary = top_level_summary(spool.read)
             except ValueError:
-                raise VendorError(
-                    self.name, "export-one answered HTTP 200 with a body that is not a JSON object", 200
+                # Arrived whole but not the documented JSON (a login page, a cut document): nothing is stored.
+                raise ArchiveInvalid(
+                    f"{self.name}: export-one answered HTTP 200 with a body that is not a JSON object; "
+                    "nothing was stored"
                 ) from None
             self._require_success("export-one", summary)
             spool.seek(0)
@@ -243,14 +263,45 @@ class BloomreachConnector:
                 chunks=_read_chunks(spool),
                 length=size,  # exactly what was received and checked
                 close=spool.close,
+                kind="json",
             )
         ]
+
+    def dry_run(self, action: Action, subject: Subject, ctx: JobContext) -> DryRunPlan:
+        """The anonymization's plan. export-one is read-only: its answer (the customer's data) is streamed,
+        checked for `success: true` with bounded memory and discarded; a 404 "customer does not exist" means
+        there would be nothing to anonymize."""
+        reason = self.cannot_act_on(subject, action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: {reason}")
+        if action is not Action.ERASE:
+            raise UnsupportedAction(f"{self.name}: {action.value} changes nothing at Bloomreach; it needs no dry run")
+        try:
+            response = self._post(
+                "export-one", {"customer_ids": dict(subject.customer_ids)}, call="export-one", stream=True
+            )
+        except VendorError as exc:
+            if _customer_missing(exc):
+                return DryRunPlan(call=ANONYMIZE_CALL, verified=DRY_RUN_NOT_FOUND, subject_found=False)
+            raise
+        try:
+            pieces = checked_chunks(response, f"{self.name}: the export-one answer", content_length(response), CHUNK)
+            try:
+                summary = top_level_summary(_reader(pieces))
+            except ValueError:
+                raise VendorError(
+                    self.name, "export-one answered HTTP 200 with a body that is not a JSON object", 200
+                ) from None
+        finally:
+            response.close()
+        self._require_success("export-one", summary)
+        return DryRunPlan(call=ANONYMIZE_CALL, verified=DRY_RUN_FOUND, subject_found=True)
 
     # --- bulk export --------------------------------------------------------------------------------------
 
     def export_all(self, options: BulkExportOptions) -> Archive:
         """Every customer of the project (or of one segment), streamed: it can be very large."""
-        response = self._post("export", options.to_body(), stream=True)
+        response = self._post("export", options.to_body(), call="bulk export", stream=True)
         try:
             pieces = response.iter_content(CHUNK)
             head, ended = _peek(pieces, BULK_PEEK_BYTES)
@@ -273,6 +324,7 @@ class BloomreachConnector:
             chunks=checked(itertools.chain(head, pieces), f"{self.name}: the bulk export", length),
             length=length,
             close=response.close,
+            kind="bytes",  # CSV or a table: no documented envelope to verify
         )
 
     def _check_bulk_head(self, head: bytes, ended: bool, options: BulkExportOptions) -> None:
@@ -294,19 +346,23 @@ class BloomreachConnector:
         c = self.credentials
         return f"{c.base_url}/data/v2/projects/{c.project_token}/customers/{suffix}"
 
-    def _post(self, suffix: str, body: dict[str, Any], *, stream: bool = False) -> requests.Response:
+    def _args(self, body: dict[str, Any]) -> dict[str, Any]:
         c = self.credentials
         # The subject's ids (PII) and our credentials are masked should the vendor echo them in an error.
         ids = tuple((body.get("customer_ids") or {}).values())
-        return self.http.request(
-            "POST",
-            self._url(suffix),
-            json=body,
-            auth=(c.api_key_id, c.api_secret.get_secret_value()),
-            headers={"Accept": "application/json, text/csv"},
-            stream=stream,
-            hide=(*ids, c.api_key_id, c.api_secret.get_secret_value()),
-        )
+        return {
+            "json": body,
+            "auth": (c.api_key_id, c.api_secret.get_secret_value()),
+            "headers": {"Accept": "application/json, text/csv"},
+            "hide": (*ids, c.api_key_id, c.api_secret.get_secret_value()),
+        }
+
+    def _post(self, suffix: str, body: dict[str, Any], *, call: str, stream: bool = False) -> requests.Response:
+        return self.http.request("POST", self._url(suffix), call=call, stream=stream, **self._args(body))
+
+    def _post_json(self, suffix: str, body: dict[str, Any], *, call: str, destructive: bool = False) -> Any:
+        """A short JSON answer (the client caps its size)."""
+        return self.http.json("POST", self._url(suffix), call=call, destructive=destructive, **self._args(body))
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]
@@ -332,21 +388,22 @@ class BloomreachConnector:
     def _require_success(self, call: str, body: Any) -> None:
         if isinstance(body, dict) and body.get("success") is True:
             return
+        # The vendor's `errors` text may echo the customer: detail only.
         if isinstance(body, dict) and body.get("success") is False:
-            raise VendorError(self.name, f"{call} answered HTTP 200 with success false ({_errors(body)})", 200)
-        raise VendorError(self.name, f"{call} answered HTTP 200 without 'success: true' ({_errors(body)})", 200)
+            raise VendorError(self.name, f"{call} answered HTTP 200 with success false", 200, detail=_errors(body))
+        raise VendorError(self.name, f"{call} answered HTTP 200 without 'success: true'", 200, detail=_errors(body))
 
 
 # --- module helpers ---------------------------------------------------------------------------------------
 
 
 def _customer_missing(exc: VendorError) -> bool:
-    # The client has already read and closed the 404 body; its quoted text is what tells "customer does
-    # not exist" (no data held) from "project not found" (a configuration error).
-    return exc.status_code == 404 and NO_CUSTOMER in exc.message.lower()
+    # The client has already read and closed the 404 body; the vendor's words (in `detail`) are what tells
+    # "customer does not exist" (no data held) from "project not found" (a configuration error).
+    return exc.status_code == 404 and NO_CUSTOMER in (exc.detail or exc.message).lower()
 
 
-def _errors(body: Any, limit: int = 300) -> str:
+def _errors(body: Any, limit: int = 2000) -> str:
     errors = body.get("errors") if isinstance(body, dict) else None
     if not errors:
         return "the vendor gave no error message"
@@ -358,11 +415,9 @@ def _errors(body: Any, limit: int = 300) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def _json_body(vendor: str, call: str, response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise VendorError(vendor, f"{call} answered HTTP {response.status_code} with a body that is not JSON") from None
+def _reader(pieces: Iterator[bytes]) -> Callable[[int], bytes]:
+    """A read(n) over a stream of non-empty pieces (n is a hint; a piece comes whole), for top_level_summary."""
+    return lambda _size: next(pieces, b"")
 
 
 def _read_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
@@ -380,82 +435,3 @@ def _peek(pieces: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
         if size >= limit:
             return head, False
     return head, True
-
-
-_STRUCTURAL = re.compile(rb'["{}\[\]]')
-_STRING_STOP = re.compile(rb'["\\]')
-
-
-def top_level_summary(
-    read: Callable[[int], bytes],
-    *,
-    chunk: int = CHUNK,
-    keep_nested: int = 16 * 1024,
-    max_top_level: int = 1024 * 1024,
-) -> Any:
-    """Parse a JSON document read in chunks, keeping only its top level: memory stays bounded.
-
-    Containers nested inside the top-level value are kept when they take at most `keep_nested` bytes
-    (an `errors` list) and replaced by null otherwise (a customer's `events`). Raises ValueError when the
-    document is not JSON, is truncated, or its top level alone exceeds `max_top_level` bytes.
-    """
-    top = bytearray()
-    nested: bytearray | None = None  # the depth-2 container being copied; None once it is too big
-    depth = 0
-    in_string = escaped = False
-
-    def emit(piece: bytes) -> None:
-        nonlocal nested
-        if depth >= 2:
-            if nested is not None:
-                nested.extend(piece)
-                if len(nested) > keep_nested:
-                    nested = None
-        else:
-            top.extend(piece)
-            if len(top) > max_top_level:
-                raise ValueError("the top level of the document is too large")
-
-    while data := read(chunk):
-        pos, end = 0, len(data)
-        while pos < end:
-            if escaped:
-                emit(data[pos : pos + 1])
-                pos += 1
-                escaped = False
-                continue
-            if in_string:
-                m = _STRING_STOP.search(data, pos)
-                if m is None:
-                    emit(data[pos:])
-                    break
-                emit(data[pos : m.end()])
-                pos = m.end()
-                escaped, in_string = (True, True) if m.group() == b"\\" else (False, False)
-                continue
-            m = _STRUCTURAL.search(data, pos)
-            if m is None:
-                emit(data[pos:])
-                break
-            emit(data[pos : m.start()])
-            pos = m.end()
-            token = m.group()
-            if token == b'"':
-                emit(token)
-                in_string = True
-            elif token in (b"{", b"["):
-                if depth == 1:
-                    nested = bytearray()
-                depth += 1
-                emit(token)
-            else:
-                if depth == 0:
-                    raise ValueError("unbalanced brackets")
-                emit(token)
-                depth -= 1
-                if depth == 1:
-                    top.extend(nested if nested is not None else b"null")
-                    nested = None
-    if in_string or depth != 0:
-        raise ValueError("the document is truncated")
-    return json.loads(bytes(top))

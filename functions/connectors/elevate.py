@@ -9,6 +9,13 @@ Jobs wait until the day after submission and then work on archived data (a 5-day
 schedule looks first after 5 days and then twice a day. The download is single-shot: the vendor removes the
 job once a download completes, so the archive is handed over as one verified stream and a later GET is
 reported as "already downloaded or removed" (the export must then be requested again).
+
+Kept records: a jid enters a Job, a reason or an archive name only when it matches `job_id_pattern` (the jid
+format is undocumented; the documented examples and the simulator are UUIDs), a status word only when it is
+one of `statuses`. Anything else Elevate says (error bodies, odd words, content types) goes to the error's
+`detail` or `ctx.vendor_said`. Both create calls are flagged `creates_job` (never blindly retried), the
+removal `destructive` (refused in a dry run). Elevate has no read-only customer lookup, so `dry_run` proves
+only the credentials, with a job-status probe for the nil jid.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from connectors.base import (
     Action,
     Archive,
     Credentials,
+    DryRunPlan,
     Job,
     JobContext,
     Progress,
@@ -35,13 +43,20 @@ from connectors.base import (
     parse_credentials,
 )
 from core.clock import iso_z
-from core.errors import UnsupportedAction, VendorError
+from core.errors import DETAIL_LIMIT, ArchiveInvalid, UnsupportedAction, VendorError, cap
 from core.http import VendorHttp, checked_chunks, content_length
+from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
 
 CHUNK_SIZE = 256 * 1024
-# A JSON answer where a zip was expected is a short status document; never read more than this of it.
+# A JSON status document where a zip was expected is short; never read more than this of it.
 JSON_ANSWER_LIMIT = 64 * 1024
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
+
+STATUSES = frozenset({"created", "started", "waiting", "running", "done", "not_found", "error"})
+# Undocumented format (the documented examples and the simulator use UUIDs): a conservative id alphabet.
+JID_PATTERN = r"[0-9A-Za-z][0-9A-Za-z_-]{7,63}"
+# A jid no job has: job-status answers it with not_found, which proves the credentials and touches nothing.
+NIL_JID = "00000000-0000-0000-0000-000000000000"
 
 PENDING = {
     "created": "is created and queued",
@@ -54,6 +69,10 @@ FAILED = {
     "not_found": "the vendor has no job with that id (expired, already downloaded, or never created)",
     "error": "the vendor could not complete the job",
 }
+DRY_RUN_VERIFIED = (
+    "credentials accepted by Elevate; Elevate offers no read-only customer lookup, so whether it holds data "
+    "for this customer key is not known until the export"
+)
 
 
 class ElevateCredentials(Credentials):
@@ -102,21 +121,17 @@ class ElevateCredentials(Credentials):
         return self
 
 
-class _JobAnswer(BaseModel):
-    """What every JSON call answers: a job id and its status word."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    jid: str = Field(min_length=1, max_length=200)
-    status: str = Field(min_length=1, max_length=200)
-
-
 def _short(jid: str) -> str:
     return f"{jid[:8]}…"
 
 
-def _quote(word: str) -> str:
-    return repr(word[:40] + ("…" if len(word) > 40 else ""))
+def _kind_of(content_type: str) -> str:
+    """A fixed description of a content type that is not a zip (the raw value is kept privately)."""
+    if content_type in ("text/html", "application/xhtml+xml"):
+        return "an HTML page"
+    if content_type.startswith("text/"):
+        return "a text document"
+    return "an unexpected content type"
 
 
 class ElevateConnector:
@@ -127,6 +142,9 @@ class ElevateConnector:
         first_check=timedelta(days=5), interval=timedelta(hours=12), deadline=timedelta(days=14)
     )
     credentials_model: ClassVar[type[Credentials]] = ElevateCredentials
+    statuses: ClassVar[frozenset[str]] = STATUSES
+    job_id_pattern: ClassVar[str] = JID_PATTERN
+    native_dry_run: ClassVar[frozenset[Action]] = frozenset()
 
     def __init__(self, credentials: ElevateCredentials | dict | str, http: VendorHttp | None = None):
         if not isinstance(credentials, ElevateCredentials):
@@ -155,39 +173,57 @@ class ElevateConnector:
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: cannot start {action.value}: {reason}")
         key = subject.customer_key.strip()  # type: ignore[union-attr]
-        call = "create-export-customer-job" if action is Action.EXPORT else "create-remove-customer-job"
-        answer = self._job_answer("POST", call, {"customerKey": key}, hide=key)
-        status = answer.status.lower()
-        if status in FAILED:
-            raise VendorError(self.name, f"{action.value} job {_short(answer.jid)} was refused: reports {status}")
+        endpoint = "create-export-customer-job" if action is Action.EXPORT else "create-remove-customer-job"
+        answer = self._job_answer(
+            "POST",
+            endpoint,
+            {"customerKey": key},
+            call=endpoint,
+            hide=key,
+            creates_job=True,
+            destructive=action is Action.ERASE,
+        )
+        jid = safe_id(answer.get("jid"), JID_PATTERN)
+        if jid is None or holds_subject(jid, subject):
+            raise VendorError(
+                self.name,
+                f"{endpoint} answered a job id that is not in Elevate's documented format; a job may have been "
+                "created: ask Elevate before requesting it again",
+                detail=f"jid: {_text(answer.get('jid'))}",
+                acted=True,
+            )
+        raw = answer["status"]
+        word = self._word(raw, ctx)
+        if word in FAILED:
+            raise VendorError(
+                self.name, f"{action.value} job {_short(jid)} was refused: reports {shown_word(word, STATUSES)}"
+            )
         # Export answers "created"; removal "started" (older docs) or "created" (newer docs). Anything else
-        # is left to `check`, which fails it quoting the word.
-        return new_job(self, action, ctx, answer.jid)
+        # is left to `check`, which fails it.
+        return new_job(self, action, ctx, jid)
 
     def check(self, job: Job, ctx: JobContext) -> Progress:
         jid = self._jid(job)
-        answer = self._job_answer("GET", "job-status", {"jid": jid})
-        status = answer.status.lower()
+        key = (ctx.subject.customer_key or "").strip() or None
+        raw = self._job_answer("GET", "job-status", {"jid": jid}, call="job-status", hide=key)["status"]
+        word = self._word(raw, ctx)
         what = f"{self.name}: job {_short(jid)}"
-        if status == DONE:
+        if word == DONE:
             done = "export ready to download" if job.action is Action.EXPORT else "customer data removed"
-            return Progress.ready(f"{what} is done ({done})", vendor_status=answer.status)
-        if status in FAILED:
-            return Progress.failed(f"{what} reports {status}: {FAILED[status]}", vendor_status=answer.status)
-        if status not in PENDING:
-            return Progress.failed(
-                f"{what} reports unknown status {_quote(answer.status)}; treated as failed",
-                vendor_status=answer.status,
-            )
+            return Progress.ready(f"{what} is done ({done})", vendor_status=word)
+        if word in FAILED:
+            return Progress.failed(f"{what} reports {shown_word(word, STATUSES)}: {FAILED[word]}", vendor_status=word)
+        if word not in PENDING:
+            return Progress.failed(f"{what} reports {UNDOCUMENTED}; treated as failed")
         if ctx.now > job.deadline_at:
             return Progress.failed(
-                f"{what} is still {status} past its deadline {iso_z(job.deadline_at)} (DeadlineExceeded after "
-                f"{job.checks} checks); ask Elevate about the {job.action.value} job or request it again",
-                vendor_status=answer.status,
+                f"{what} is still {shown_word(word, STATUSES)} past its deadline {iso_z(job.deadline_at)} "
+                f"(DeadlineExceeded after {job.checks} checks); ask Elevate about the {job.action.value} job "
+                "or request it again",
+                vendor_status=word,
             )
-        return Progress.pending(
-            self.schedule.next_check_at(job, ctx.now), f"{what} {PENDING[status]}", vendor_status=answer.status
-        )
+        next_at = self.schedule.next_check_at(job, ctx.now)
+        return Progress.pending(next_at, f"{what} {PENDING[word]}", vendor_status=word)
 
     def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
         if job.action is Action.ERASE:
@@ -202,37 +238,42 @@ class ElevateConnector:
                 "GET",
                 "export-customer-job-result",
                 {"jid": jid},
+                call="export download",
+                hide=(ctx.subject.customer_key or "").strip() or None,
                 stream=True,
                 # Content-Length must count the bytes we read, so no transfer compression.
                 headers={"Accept-Encoding": "identity"},
             )
         except VendorError as exc:
             if exc.status_code in (404, 410):
-                raise VendorError(self.name, gone, exc.status_code) from None
+                raise VendorError(self.name, gone, exc.status_code, detail=exc.detail) from None
             raise
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        raw_type = response.headers.get("Content-Type", "")
+        content_type = raw_type.split(";")[0].strip().lower()
         if content_type.endswith("json"):
             # Not an archive: a status document (this is how "no such job" can come back with HTTP 200).
             status = self._read_status(response, jid)
-            if status == "not_found":
+            if safe_word(status, STATUSES) == "not_found":
                 raise VendorError(self.name, gone, response.status_code)
             raise VendorError(
                 self.name,
-                f"download of job {_short(jid)} answered a status document ({_quote(status)}) instead of a zip",
+                f"download of job {_short(jid)} answered a status document "
+                f"({shown_word(status, STATUSES)}) instead of a zip",
                 response.status_code,
+                detail=f"status: {_text(status)}",
             )
         if content_type and content_type not in ZIP_TYPES:
             # Closing without reading leaves the single-shot download unconsumed.
             response.close()
-            raise VendorError(
-                self.name,
-                f"download of job {_short(jid)} answered {_quote(content_type)} instead of a zip",
-                response.status_code,
+            raise ArchiveInvalid(
+                f"{self.name}: download of job {_short(jid)} answered {_kind_of(content_type)} instead of a "
+                "zip; nothing was read, so the job can still be downloaded",
+                detail=f"Content-Type: {_text(raw_type)}",
             )
         length = content_length(response)
         return [
             Archive(
-                name=f"elevate-export-{_safe(jid)}.zip",
+                name=f"elevate-export-{jid}.zip",  # jid matched JID_PATTERN: a safe key segment
                 content_type="application/zip",
                 chunks=checked_chunks(
                     response,
@@ -243,64 +284,73 @@ class ElevateConnector:
                 ),
                 length=length,
                 close=response.close,
+                kind="zip",
             )
         ]
 
+    def dry_run(self, action: Action, subject: Subject, ctx: JobContext) -> DryRunPlan:
+        """The removal's plan. The only read-only call Elevate offers is job-status: asked for the nil jid it
+        answers not_found with HTTP 200, which proves the credentials (401/403 is VendorAuthError)."""
+        reason = self.cannot_act_on(subject, action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: cannot plan {action.value}: {reason}")
+        if action is not Action.ERASE:
+            raise UnsupportedAction(f"{self.name}: {action.value} changes nothing at Elevate; it needs no dry run")
+        self._word(self._job_answer("GET", "job-status", {"jid": NIL_JID}, call="job-status")["status"], ctx)
+        prefix = self.credentials.api_prefix
+        return DryRunPlan(
+            call=f"POST {prefix}/event-data/create-remove-customer-job?customerKey={{customerKey}}",
+            verified=DRY_RUN_VERIFIED,
+            subject_found=None,
+        )
+
     # --- helpers ------------------------------------------------------------------------------------
-    def _call(
-        self, method: str, call: str, params: dict[str, str], *, hide: str | None = None, **kwargs: Any
-    ) -> requests.Response:
+    def _args(self, hide: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Auth, extra headers, and what the client masks in errors (the customer key, our secrets)."""
         extra_headers = kwargs.pop("headers", {})
         auth = dict(self._auth)
         auth["headers"] = {**auth.get("headers", {}), **extra_headers}
-        # No redirects: an Elevate API call has no reason to leave the cluster. Vendors echo what they were
-        # sent, so the client masks the customer key and the secrets in any message.
+        # No redirects: an Elevate API call has no reason to leave the cluster (the client refuses them too).
+        return {**auth, **kwargs, "allow_redirects": False, "hide": tuple(self._secrets(hide))}
+
+    def _call(
+        self, method: str, endpoint: str, params: dict[str, str], *, call: str, hide: str | None = None, **kwargs: Any
+    ) -> requests.Response:
         response = self.http.request(
-            method,
-            f"{self._url}/{call}",
-            params=params,
-            allow_redirects=False,
-            hide=tuple(self._secrets(hide)),
-            **auth,
-            **kwargs,
+            method, f"{self._url}/{endpoint}", call=call, params=params, **self._args(hide, kwargs)
         )
         if response.is_redirect or 300 <= response.status_code < 400:
+            # Defence in depth: VendorHttp refuses redirects itself; a stand-in client might not.
             response.close()
             raise VendorError(
                 self.name,
-                f"{method} {call} answered a redirect (HTTP {response.status_code}), not followed so the "
+                f"{call} answered a redirect (HTTP {response.status_code}), not followed so the "
                 "credentials stay with Elevate; check base_url and api_prefix",
                 response.status_code,
             )
         return response
 
-    def _job_answer(self, method: str, call: str, params: dict[str, str], *, hide: str | None = None) -> _JobAnswer:
-        response = self._call(method, call, params, hide=hide)
-        try:
-            return _JobAnswer.model_validate(response.json())
-        except (ValueError, ValidationError):
-            raise VendorError(
-                self.name,
-                f"{method} {call} answered HTTP {response.status_code} without a usable jid and status",
-                response.status_code,
-            ) from None
-        finally:
-            response.close()
+    def _job_answer(
+        self, method: str, endpoint: str, params: dict[str, str], *, call: str, hide: str | None = None, **kwargs: Any
+    ) -> dict:
+        """The JSON answer of a job call (the client caps its size): a dict whose `status` is a non-empty
+        string. The jid is the caller's to validate."""
+        body = self.http.json(method, f"{self._url}/{endpoint}", call=call, params=params, **self._args(hide, kwargs))
+        if not isinstance(body, dict) or not isinstance(body.get("status"), str) or not body["status"]:
+            raise VendorError(self.name, f"{call} answered without a usable status", detail=f"answer: {_text(body)}")
+        return body
+
+    def _word(self, raw: str, ctx: JobContext) -> str | None:
+        """The documented status word, or None (the raw word is then kept privately)."""
+        word = safe_word(raw, STATUSES)
+        if word is None:
+            ctx.note("job-status", cap(raw, DETAIL_LIMIT))
+        return word
 
     def _read_status(self, response: requests.Response, jid: str) -> str:
-        body = b""
-        try:
-            for chunk in response.iter_content(8192):
-                body += chunk
-                if len(body) > JSON_ANSWER_LIMIT:
-                    break
-            answer = json.loads(body)
-        except (requests.RequestException, ValueError):
-            answer = None
-        finally:
-            response.close()
+        answer = _bounded_json(response)
         if isinstance(answer, dict) and isinstance(answer.get("status"), str):
-            return answer["status"].lower()
+            return answer["status"]
         raise VendorError(
             self.name,
             f"download of job {_short(jid)} answered JSON instead of a zip, without a status",
@@ -309,8 +359,11 @@ class ElevateConnector:
 
     def _jid(self, job: Job) -> str:
         if job.vendor != self.name or not job.job_id:
-            raise VendorError(self.name, f"{job.action.value} job has no Elevate jid (vendor {job.vendor!r})")
-        return job.job_id
+            raise VendorError(self.name, f"the {job.action.value} job has no Elevate jid")
+        jid = safe_id(job.job_id, JID_PATTERN)
+        if jid is None:
+            raise VendorError(self.name, f"the {job.action.value} job holds a jid that is not in Elevate's format")
+        return jid
 
     def _secrets(self, customer_key: str | None) -> list[str]:
         values = [customer_key] if customer_key else []
@@ -321,6 +374,26 @@ class ElevateConnector:
         return values
 
 
-def _safe(jid: str) -> str:
-    """The jid as it may appear in an object key: no path separators or odd characters."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", jid)[:100]
+_NOT_JSON: Any = object()
+
+
+def _bounded_json(response: requests.Response) -> Any:
+    """The body parsed as JSON, reading at most JSON_ANSWER_LIMIT bytes; _NOT_JSON when it is not JSON (or
+    longer: no status document is). Always closes the response."""
+    body = b""
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > JSON_ANSWER_LIMIT:
+                return _NOT_JSON
+        return json.loads(body)
+    except (requests.RequestException, ValueError):
+        return _NOT_JSON
+    finally:
+        response.close()
+
+
+
+def _text(value: Any) -> str:
+    """A vendor value as private detail text, capped."""
+    return cap(value if isinstance(value, str) else json.dumps(value, default=str), DETAIL_LIMIT)

@@ -3,10 +3,17 @@
     start   GET profiles by email -> POST one exportData / forgottenRight rule holding every profile id
             -> PUT validate as the configured DPO user when `auto_validate` (otherwise a human DPO does it)
     check   GET the rule: NEW (waiting for a DPO) -> APPROVED (processing) -> FINISHED (+ top-level archive id)
-    fetch   GET the rule's archive location -> stream GET {url} (a zip of JSON); erasure has no deliverable
+    fetch   GET the rule's archive location -> stream GET {url} (a zip of JSON; the link is checked and the
+            API token goes only to Qualifio's own origin); erasure has no deliverable
 
 No matching profile is a normal outcome ("no data held"): no rule is created. The Job keeps the rule id
 (job_id) and counts/flags only; never the email nor anything from a profile.
+
+Kept records: rule and archive ids enter a Job, a reason or an archive name only when they are Mongo
+ObjectIds (`job_id_pattern`), status words only when documented (`statuses`); anything else Qualifio says
+(error bodies, other status words, shape complaints, content types) goes to the error's `detail` or
+`ctx.vendor_said`. Rule creation is flagged `creates_job`; an erasure rule is `destructive` unless it carries
+`test: true`, Qualifio's own dry run (`native_dry_run`): the whole process runs and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import re
 from datetime import timedelta
 from typing import Any, ClassVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
 
@@ -23,6 +30,7 @@ from connectors.base import (
     Action,
     Archive,
     Credentials,
+    DryRunPlan,
     Job,
     JobContext,
     Progress,
@@ -31,8 +39,9 @@ from connectors.base import (
     new_job,
 )
 from core.clock import iso_z, scaled
-from core.errors import UnsupportedAction, VendorError, VendorTransientError
-from core.http import VendorHttp, checked_chunks, content_length
+from core.errors import DETAIL_LIMIT, ArchiveInvalid, UnsupportedAction, VendorError, VendorTransientError, cap
+from core.http import VendorHttp, check_download_url, checked_chunks, content_length
+from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,14 @@ DOWNLOAD_CHUNK = 64 * 1024
 
 EXPORT_RULE = "GDPR_ExportData"
 ERASE_RULE = "GDPR_ForgottenRight"
+
+STATUSES = frozenset({"NEW", "APPROVED", "FINISHED"})
+OBJECT_ID = r"[0-9a-f]{24}"  # rule and archive ids are Mongo ObjectIds
+# What a zip download may be labelled (binary/octet-stream: S3's default for a pre-signed object link).
+ZIP_TYPES = frozenset(
+    {"application/zip", "application/x-zip-compressed", "application/octet-stream", "binary/octet-stream"}
+)
+ERASE_CALL = "POST /v1/gdpr/rules/forgottenRight?clientId={clientId}"
 
 
 class QualifioCredentials(Credentials):
@@ -106,6 +123,10 @@ class QualifioConnector:
         deadline=timedelta(days=20),
     )
     credentials_model: ClassVar[type[Credentials]] = QualifioCredentials
+    statuses: ClassVar[frozenset[str]] = STATUSES
+    job_id_pattern: ClassVar[str] = OBJECT_ID
+    # A `test: true` erasure rule runs the whole process and deletes nothing.
+    native_dry_run: ClassVar[frozenset[Action]] = frozenset({Action.ERASE})
 
     def __init__(self, credentials: QualifioCredentials, http: VendorHttp | None = None):
         self.credentials = credentials
@@ -152,8 +173,8 @@ class QualifioConnector:
         if job.state.get("no_profiles"):
             return Progress.ready(NO_DATA_REASON)
         rule_id = self._rule_id(job)
-        rule = self._get_rule(rule_id)
-        status = rule.status
+        rule = self._get_rule(rule_id, ctx)
+        status = self._word(rule.status, ctx)
 
         if status == "FINISHED":
             if job.action is Action.ERASE:
@@ -164,23 +185,23 @@ class QualifioConnector:
                 return Progress.ready(f"erasure rule {rule_id} finished; Qualifio reports the profiles deleted", status)
             if not rule.archive:
                 return Progress.failed(
-                    f"export rule {rule_id} reports FINISHED but names no archive; ask Qualifio support", status
+                    f"export rule {rule_id} reports 'FINISHED' but names no archive; ask Qualifio support", status
                 )
-            return Progress.ready(f"export rule {rule_id} finished with archive {rule.archive}", status)
+            archive_id = self._archive_id(rule, rule_id, ctx)
+            return Progress.ready(f"export rule {rule_id} finished with archive {archive_id}", status)
 
         if status not in ("NEW", "APPROVED"):
             # Denied by a DPO, or a status the contract does not document: never guess it is fine.
             return Progress.failed(
-                f"Qualifio rule {rule_id} reports status {status!r}; it will not be processed "
-                f"(a DPO may have denied it); review it in Qualifio and submit again if needed",
-                status,
+                f"Qualifio rule {rule_id} reports {UNDOCUMENTED}; it will not be processed "
+                f"(a DPO may have denied it); review it in Qualifio and submit again if needed"
             )
 
         if ctx.now > job.deadline_at:
             waiting = "no DPO validated it" if status == "NEW" else "Qualifio was still processing it"
             return Progress.failed(
-                f"DeadlineExceeded: Qualifio rule {rule_id} was still {status} at its deadline "
-                f"{iso_z(job.deadline_at)} ({waiting})",
+                f"DeadlineExceeded: Qualifio rule {rule_id} was still {shown_word(status, STATUSES)} at its "
+                f"deadline {iso_z(job.deadline_at)} ({waiting})",
                 status,
             )
 
@@ -211,19 +232,23 @@ class QualifioConnector:
         if job.action is Action.ERASE or job.state.get("no_profiles"):
             return []
         rule_id = self._rule_id(job)
-        rule = self._get_rule(rule_id)
-        if rule.status != "FINISHED" or not rule.archive:
+        rule = self._get_rule(rule_id, ctx)
+        status = self._word(rule.status, ctx)
+        if status != "FINISHED" or not rule.archive:
             raise VendorError(
                 self.name,
-                f"export rule {rule_id} has no archive to download yet (status {rule.status!r})",
+                f"export rule {rule_id} has no archive to download yet (status {shown_word(status, STATUSES)})",
             )
+        archive_id = self._archive_id(rule, rule_id, ctx)
         location = self._parse(
             _ArchiveLocation,
             self.http.json(
                 "GET",
-                self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}/archive/{quote(rule.archive, safe='')}"),
+                self._url(f"/v1/gdpr/rules/{rule_id}/archive/{archive_id}"),
+                call="archive location",
                 params=self._client(),
                 headers=self._headers(),
+                hide=_hide(ctx),
             ),
             "the archive location",
         )
@@ -235,16 +260,29 @@ class QualifioConnector:
             )
 
         url = urljoin(self.credentials.base_url + "/", location.url)
-        if urlsplit(url).scheme not in ("https", "http"):
-            raise VendorError(self.name, f"the archive location of rule {rule_id} is not an http(s) URL")
-        # The API token goes only to Qualifio's own host, never to wherever a download link points.
-        headers = self._headers() if _same_origin(url, self.credentials.base_url) else {}
-        response = self.http.request("GET", url, stream=True, headers=headers)
+        # Refused before any connection: not https (unless Qualifio's own base is http: a simulator), or a
+        # private/loopback target for a public Qualifio. download() checks every redirect hop the same way
+        # and sends the API token only to Qualifio's own origin, never to wherever a link points.
+        check_download_url(
+            url, self.credentials.base_url, vendor=self.name, call="archive download", resolve=self.http.resolve
+        )
+        response = self.http.download(
+            url, call="archive download", base_url=self.credentials.base_url, headers=self._headers(), hide=_hide(ctx)
+        )
+        raw_type = response.headers.get("Content-Type", "")
+        content_type = raw_type.split(";")[0].strip().lower()
+        if content_type not in ZIP_TYPES:
+            response.close()
+            raise ArchiveInvalid(
+                f"{self.name}: the archive download of rule {rule_id} answered {_kind_of(content_type)} instead "
+                "of a zip; nothing was stored",
+                detail=f"Content-Type: {_text(raw_type)}",
+            )
         length = content_length(response)
         return [
             Archive(
-                name=f"qualifio-export-{_safe_name(rule_id)}-{_safe_name(rule.archive)}.zip",
-                content_type=response.headers.get("Content-Type") or "application/zip",
+                name=f"qualifio-export-{rule_id}-{archive_id}.zip",  # both ids matched OBJECT_ID
+                content_type="application/zip",
                 chunks=checked_chunks(
                     response,
                     f"{self.name}: download of export rule {rule_id}",
@@ -254,8 +292,27 @@ class QualifioConnector:
                 ),
                 length=length,
                 close=response.close,
+                kind="zip",
             )
         ]
+
+    def dry_run(self, action: Action, subject: Subject, ctx: JobContext) -> DryRunPlan:
+        """The erasure's plan, with the profile lookup (read-only) as the probe. Erasure is normally dry-run
+        natively (a `test: true` rule); this serves a task layer that plans instead."""
+        reason = self.cannot_act_on(subject, action)
+        if reason is not None:
+            raise UnsupportedAction(f"{self.name}: {reason}")
+        if action is not Action.ERASE:
+            raise UnsupportedAction(f"{self.name}: {action.value} changes nothing at Qualifio; it needs no dry run")
+        assert subject.email is not None
+        found = len(self._find_profiles(subject.email.strip()))
+        verified = (
+            f"credentials accepted; Qualifio holds {found} profile(s) matching the subject's email"
+            if found
+            else "credentials accepted; no Qualifio profile matches the subject's email, so there would be "
+            "nothing to erase"
+        )
+        return DryRunPlan(call=ERASE_CALL, verified=verified, subject_found=bool(found))
 
     # --- vendor calls -------------------------------------------------------------------------------
 
@@ -263,6 +320,7 @@ class QualifioConnector:
         raw = self.http.json(
             "GET",
             self._url("/v1/gdpr/profiles"),
+            call="profile lookup",
             params={**self._client(), "email": email},
             headers=self._headers(),
             hide=(email,),  # should Qualifio echo it in an error
@@ -304,10 +362,34 @@ class QualifioConnector:
         }
         if dry_run:
             body["test"] = True
-        raw = self.http.json("POST", self._url(path), params=self._client(), headers=self._headers(), json=body)
+        raw = self.http.json(
+            "POST",
+            self._url(path),
+            call="rule creation",
+            creates_job=True,
+            # A test rule deletes nothing: it is how a dry run reaches Qualifio at all.
+            destructive=action is Action.ERASE and not dry_run,
+            params=self._client(),
+            headers=self._headers(),
+            json=body,
+        )
         rule = self._parse(_Rule, raw, f"the new {rule_type} rule")
-        if rule.status != "NEW":
-            log.info("qualifio rule not NEW at creation", extra={"vendor": self.name, "status": rule.status})
+        if safe_id(rule.id, OBJECT_ID) is None or holds_subject(rule.id, ctx.subject):
+            raise VendorError(
+                self.name,
+                f"rule creation answered a rule id that is not in Qualifio's documented format; a {rule_type} "
+                "rule may have been created: review the rules in Qualifio before submitting again",
+                detail=f"_id: {_text(rule.id)}",
+                acted=True,
+            )
+        word = safe_word(rule.status, STATUSES)
+        if word != "NEW":
+            log.info(
+                "qualifio rule not NEW at creation",
+                extra={"vendor": self.name, "status": word or UNDOCUMENTED, "rule_id": rule.id},
+            )
+            if word is None:
+                ctx.note("rule-status", cap(rule.status, DETAIL_LIMIT))
         return rule
 
     def _validate(self, rule_id: str, on_failure: str) -> bool:
@@ -316,6 +398,7 @@ class QualifioConnector:
             self.http.json(
                 "PUT",
                 self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}/validate"),
+                call="rule validation",
                 params=self._client(),
                 headers=self._headers(),
                 json={"dpo": self.credentials.dpo_user_id},
@@ -327,22 +410,23 @@ class QualifioConnector:
             )
             return False
         except VendorError as exc:
-            # The rule exists but stays NEW: say which one, so a DPO can validate or delete it by hand.
-            detail = exc.message.removeprefix(f"{self.name}: ")
-            raise type(exc)(
-                self.name,
-                f"rule {rule_id} was created but could not be validated {on_failure} as the configured "
-                f"DPO user (dpo_user_id): {detail}",
-                exc.status_code,
-            ) from None
+            # The rule exists but stays NEW: say which one, so a DPO can validate or delete it by hand. The
+            # client's message is allow-listed; the vendor's words stay in exc.detail.
+            said = exc.message.removeprefix(f"{self.name}: ")
+            raise exc.with_message(
+                f"{self.name}: rule {rule_id} was created but could not be validated {on_failure} as the "
+                f"configured DPO user (dpo_user_id): {said}"
+            )
         return True
 
-    def _get_rule(self, rule_id: str) -> _Rule:
+    def _get_rule(self, rule_id: str, ctx: JobContext) -> _Rule:
         raw = self.http.json(
             "GET",
             self._url(f"/v1/gdpr/rules/{quote(rule_id, safe='')}"),
+            call="rule status",
             params=self._client(),
             headers=self._headers(),
+            hide=_hide(ctx),
         )
         return self._parse(_Rule, raw, f"rule {rule_id}")
 
@@ -360,27 +444,71 @@ class QualifioConnector:
     def _rule_id(self, job: Job) -> str:
         if not job.job_id:
             raise VendorError(self.name, "the job carries no Qualifio rule id; it cannot be checked")
-        return job.job_id
+        rule_id = safe_id(job.job_id, OBJECT_ID)
+        if rule_id is None:
+            raise VendorError(self.name, "the job carries a rule id that is not in Qualifio's format")
+        return rule_id
+
+    def _archive_id(self, rule: _Rule, rule_id: str, ctx: JobContext) -> str:
+        archive_id = safe_id(rule.archive, OBJECT_ID)
+        if archive_id is None or holds_subject(archive_id, ctx.subject):
+            raise VendorError(
+                self.name,
+                f"export rule {rule_id} names an archive id that is not in Qualifio's documented format; "
+                "ask Qualifio support",
+                detail=f"archive: {_text(rule.archive)}",
+            )
+        return archive_id
+
+    def _word(self, raw: str, ctx: JobContext) -> str | None:
+        """The documented status word, or None (the raw word is then kept privately)."""
+        word = safe_word(raw, STATUSES)
+        if word is None:
+            ctx.note("rule-status", cap(raw, DETAIL_LIMIT))
+        return word
 
     def _parse(self, model: type[BaseModel], raw: Any, what: str) -> Any:
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
+            # Only the location (our model's field names) may show; pydantic's complaint goes to detail.
             first = exc.errors(include_input=False)[0]
             field = ".".join(str(p) for p in first["loc"]) or "(body)"
+            shown = f" (field '{field}')" if _FIELD.fullmatch(field) else ""
             raise VendorError(
-                self.name, f"{what} has an unexpected shape: field '{field}' {first['msg'].lower()}"
+                self.name,
+                f"{what} has an unexpected shape{shown}",
+                detail=f"field '{field}': {first['msg']}",
             ) from None
 
 
-def _same_origin(url: str, base_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+# A pydantic location made of our own field names and list positions (no dict keys from the answer).
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,5}")
 
 
-def _safe_name(value: str) -> str:
-    """Vendor ids go into an S3 key: keep them to a harmless alphabet."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:64]
+
+def _hide(ctx: JobContext) -> tuple[str, ...]:
+    """The subject's email, for the client to mask should a message ever carry it."""
+    email = (ctx.subject.email or "").strip()
+    return (email,) if email else ()
+
+
+def _kind_of(content_type: str) -> str:
+    """A fixed description of a content type that is not a zip (the raw value is kept privately)."""
+    if not content_type:
+        return "no content type"
+    if content_type in ("text/html", "application/xhtml+xml"):
+        return "an HTML page"
+    if content_type.startswith("text/"):
+        return "a text document"
+    if content_type.endswith("json"):
+        return "a JSON document"
+    return "an unexpected content type"
+
+
+def _text(value: Any) -> str:
+    """A vendor value as private detail text, capped."""
+    return cap(value if isinstance(value, str) else repr(value), DETAIL_LIMIT)
 
 
 __all__ = ["QualifioConnector", "QualifioCredentials", "NO_DATA_REASON", "APPROVAL_WAIT"]

@@ -24,13 +24,18 @@ def cap(text: str, limit: int) -> str:
 
 
 class DsrError(Exception):
-    """Base of every error dsrflow raises on purpose."""
+    """Base of every error dsrflow raises on purpose.
 
-    def __init__(self, message: str, *, detail: str | None = None):
+    `acted`: the vendor did act although the call is a failure for us (it created a job, then answered an id
+    we cannot use): the task layer counts such an attempt against the limit of one more job per action.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None, acted: bool = False):
         message = cap(message, MESSAGE_LIMIT)
         super().__init__(message)
         self.message = message
         self.detail = cap(detail, DETAIL_LIMIT) if detail else None
+        self.acted = acted
 
     def __str__(self) -> str:
         return self.message
@@ -54,8 +59,16 @@ class ConfigError(DsrError):
 class VendorError(DsrError):
     """The vendor refused or failed the job for good (4xx, a failed status, success: false). Not retried."""
 
-    def __init__(self, vendor: str, message: str, status_code: int | None = None, *, detail: str | None = None):
-        super().__init__(f"{vendor}: {message}", detail=detail)
+    def __init__(
+        self,
+        vendor: str,
+        message: str,
+        status_code: int | None = None,
+        *,
+        detail: str | None = None,
+        acted: bool = False,
+    ):
+        super().__init__(f"{vendor}: {message}", detail=detail, acted=acted)
         self.vendor = vendor
         self.status_code = status_code
 

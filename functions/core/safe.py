@@ -48,6 +48,21 @@ def shown_word(word: Any, documented: Iterable[str]) -> str:
     return repr(known) if known is not None else UNDOCUMENTED
 
 
+def holds_subject(value: str, subject: Any) -> bool:
+    """Whether a vendor id holds one of the subject's identifiers, whole or a 16-character run of one: an
+    echoed customerKey matches an id format, yet must never enter a record. Values under 8 characters are
+    not compared (they turn up in random ids by chance)."""
+    folded = value.casefold()
+    for v in subject_values(subject):
+        v = v.casefold()
+        if len(v) < 8:
+            continue
+        run = min(len(v), 16)
+        if any(v[i : i + run] in folded for i in range(len(v) - run + 1)):
+            return True
+    return False
+
+
 # --- the backstop -------------------------------------------------------------------------------------------
 
 
@@ -93,4 +108,4 @@ def scrub(payload: Any, values: list[str], where: str = "record") -> Any:
     return out
 
 
-__all__ = ["safe_id", "safe_word", "shown_word", "subject_values", "scrub", "UNDOCUMENTED", "ID_LIMIT"]
+__all__ = ["safe_id", "safe_word", "shown_word", "holds_subject", "subject_values", "scrub", "UNDOCUMENTED", "ID_LIMIT"]

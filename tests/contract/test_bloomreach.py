@@ -101,9 +101,9 @@ def test_unknown_project_is_a_vendor_error_not_no_data(sim, vendor_http):
     with pytest.raises(VendorError) as err:
         connector.fetch(job, ctx)
     assert err.value.status_code == 404
-    assert "Project not found" in str(err.value)
-    assert "someone-elses-project" not in str(err.value)
-    assert "/projects/{projectToken}/customers/export-one" in str(err.value)
+    assert str(err.value) == "bloomreach: export-one answered HTTP 404"  # the call's name, never its path
+    assert "Project not found" in err.value.detail  # the vendor's words, kept privately
+    assert "someone-elses-project" not in str(err.value) and "someone-elses-project" not in err.value.detail
 
 
 def test_export_one_http_200_with_success_false_is_a_vendor_error(sim, vendor_http):
@@ -113,10 +113,9 @@ def test_export_one_http_200_with_success_false_is_a_vendor_error(sim, vendor_ht
     job = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
     with pytest.raises(VendorError) as err:
         connector.fetch(job, ctx)
-    assert str(err.value) == (
-        "bloomreach: export-one answered HTTP 200 with success false "
-        "(Export of customer data is temporarily disabled)"
-    )
+    # The vendor's words are kept privately (detail), never in the message.
+    assert str(err.value) == "bloomreach: export-one answered HTTP 200 with success false"
+    assert err.value.detail == "Export of customer data is temporarily disabled"
     assert err.value.status_code == 200
     # the next call is answered normally
     assert json.loads(read(connector.fetch(job, ctx)[0]))["success"] is True
@@ -162,9 +161,10 @@ def test_unknown_key_id_is_an_auth_error_without_credentials_in_it(sim, vendor_h
     with pytest.raises(VendorAuthError) as err:
         connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx)
     message = str(err.value)
-    assert "HTTP 401" in message and "Access key not found" in message
+    assert message == "bloomreach: anonymize was refused with HTTP 401; check the vendor credentials"
+    assert "Access key not found" in err.value.detail and "Access key not found" not in message
     for value in (sim.api_secret, "retired-key-id", sim.project_token, SAMPLE.registered):
-        assert value not in message
+        assert value not in message and value not in err.value.detail
     assert len(sim.calls) == 1  # not retried
     assert sim.record_of(SAMPLE)["anonymized"] is False
 
@@ -177,20 +177,23 @@ def test_wrong_secret_is_an_auth_error_without_the_secret(sim, vendor_http):
         connector.fetch(job, ctx)
     message = str(err.value)
     assert err.value.status_code == 403
-    assert "invalid secret" in message and "check the vendor credentials" in message
+    assert message == "bloomreach: export-one was refused with HTTP 403; check the vendor credentials"
+    assert "invalid secret" in err.value.detail and "invalid secret" not in message
     assert "not-the-secret-4711" not in message and sim.api_secret not in message
+    assert "not-the-secret-4711" not in err.value.detail
     assert "Authorization" not in message
 
 
 def test_invalid_json_body_is_a_400(sim, vendor_http):
     creds = sim.credentials()
-    with pytest.raises(VendorError, match=r"HTTP 400 \(\[\"Invalid JSON\"\]\)"):
+    with pytest.raises(VendorError, match=r"^bloomreach: POST call answered HTTP 400$") as err:
         vendor_http("bloomreach").request(
             "POST",
             f"{sim.base_url}/data/v2/projects/{sim.project_token}/customers/export-one",
             data=b'{"customer_ids": ',
             auth=(creds["api_key_id"], creds["api_secret"]),
         )
+    assert "Invalid JSON" in err.value.detail
 
 
 # --- anonymize --------------------------------------------------------------------------------------------
@@ -241,17 +244,17 @@ def test_anonymize_http_200_with_success_false_is_a_vendor_error(sim, vendor_htt
     connector = connector_for(sim, vendor_http)
     with pytest.raises(VendorError) as err:
         connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
-    assert str(err.value) == (
-        "bloomreach: anonymize answered HTTP 200 with success false (Anonymization queue is full; retry later)"
-    )
+    assert str(err.value) == "bloomreach: anonymize answered HTTP 200 with success false"
+    assert err.value.detail == "Anonymization queue is full; retry later"
     assert sim.record_of(SAMPLE)["anonymized"] is False
 
 
 def test_anonymize_without_permission_is_an_auth_error(vendor_http):
     with BloomreachSimulator(permissions={"GDPR > Export customers"}) as sim:
         connector = connector_for(sim, vendor_http)
-        with pytest.raises(VendorAuthError, match="GDPR > Anonymize customer"):
+        with pytest.raises(VendorAuthError, match="^bloomreach: anonymize was refused with HTTP 403") as err:
             connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
+        assert "GDPR > Anonymize customer" in err.value.detail
 
 
 def test_simulator_anonymize_bulk_caps_at_1000(sim, vendor_http):
@@ -260,8 +263,9 @@ def test_simulator_anonymize_bulk_caps_at_1000(sim, vendor_http):
     url = f"{sim.base_url}/data/v2/projects/{sim.project_token}/customers/anonymize_bulk"
     auth = (creds["api_key_id"], creds["api_secret"])
     too_many = [{"customer_ids": {"registered": f"crm-{i}"}} for i in range(1001)]
-    with pytest.raises(VendorError, match="At most 1000 customers"):
+    with pytest.raises(VendorError, match="HTTP 400") as err:
         http.request("POST", url, json={"customers": too_many}, auth=auth)
+    assert "At most 1000 customers" in err.value.detail
     answer = http.json(
         "POST",
         url,
@@ -384,28 +388,30 @@ def test_bulk_export_table_json_with_defaults_and_a_segment(sim, vendor_http):
 
 def test_bulk_export_rejected_by_the_vendor_for_a_bad_timezone_or_segmentation(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
-    # Shape-valid, but not a real zone: the vendor's 400 comes through with its message.
-    with pytest.raises(VendorError, match=r"HTTP 400 .*timezone"):
+    # Shape-valid, but not a real zone: the vendor's 400 comes through, its message kept privately.
+    with pytest.raises(VendorError, match=r"^bloomreach: bulk export answered HTTP 400$") as err:
         connector.export_all(BulkExportOptions(format="csv", timezone="Europe/Atlantis"))
-    with pytest.raises(VendorError, match="Segmentation not found"):
+    assert "timezone" in err.value.detail
+    with pytest.raises(VendorError, match=r"^bloomreach: bulk export answered HTTP 400$") as err:
         connector.export_all(BulkExportOptions(
             format="csv", filter=SegmentFilter(segmentation_id="nope", segment_index=0)
         ))
+    assert "Segmentation not found" in err.value.detail
 
 
 def test_bulk_export_http_200_with_success_false_is_detected(sim, vendor_http):
     sim.fail_next("export", errors=["Export is already running for this project"])
     with pytest.raises(VendorError) as err:
         connector_for(sim, vendor_http).export_all(BulkExportOptions(format="table_json"))
-    assert "export answered HTTP 200 with success false (Export is already running for this project)" in str(
-        err.value
-    )
+    assert str(err.value) == "bloomreach: export answered HTTP 200 with success false"
+    assert err.value.detail == "Export is already running for this project"
 
 
 def test_bulk_export_without_permission_is_an_auth_error(vendor_http):
     with BloomreachSimulator(permissions=set()) as sim:
-        with pytest.raises(VendorAuthError, match=r"HTTP 403 .*GDPR > Export customers"):
+        with pytest.raises(VendorAuthError, match=r"^bloomreach: bulk export was refused with HTTP 403") as err:
             connector_for(sim, vendor_http).export_all(BulkExportOptions(format="csv"))
+        assert "GDPR > Export customers" in err.value.detail
 
 
 def test_bulk_export_is_streamed_in_chunks(vendor_http):

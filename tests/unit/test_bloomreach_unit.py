@@ -241,3 +241,27 @@ def test_summary_bounds_the_top_level():
     doc = json.dumps({"success": True, "blob": "x" * 5000}).encode()
     with pytest.raises(ValueError, match="too large"):
         summary(doc, max_top_level=1000)
+
+
+# --- vocabulary ---------------------------------------------------------------------------------------------
+
+
+def test_bloomreach_has_no_status_words_and_no_job_ids(connector):
+    from core.safe import safe_id
+
+    assert connector.statuses == frozenset() and connector.native_dry_run == frozenset()
+    for anything in ("crm-1", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "a", "bulk-1234abcd"):
+        assert safe_id(anything, connector.job_id_pattern) is None
+
+
+def test_the_json_reader_is_the_one_archive_verification_uses():
+    from core import verify
+
+    assert top_level_summary is verify.top_level_summary
+
+
+def test_dry_run_refuses_an_export_or_a_subject_without_ids_before_any_call(connector):
+    with pytest.raises(UnsupportedAction, match="needs no dry run"):
+        connector.dry_run(Action.EXPORT, ctx().subject, ctx())  # the discard port would fail any call
+    with pytest.raises(UnsupportedAction, match="no customer_ids"):
+        connector.dry_run(Action.ERASE, Subject(email="ada@example.com"), ctx())

@@ -11,7 +11,7 @@ import requests
 from connectors import registry
 from connectors.base import Action, JobContext, Subject, new_job
 from connectors.elevate import ElevateConnector, ElevateCredentials
-from core.errors import ArchiveTransferError, ConfigError, UnsupportedAction, VendorError
+from core.errors import ArchiveInvalid, ArchiveTransferError, ConfigError, UnsupportedAction, VendorError
 from local.simulators.base import Request, Response, Simulator
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
@@ -200,8 +200,21 @@ def test_a_stream_that_breaks_is_a_transfer_error():
 
 
 def test_an_html_page_instead_of_a_zip_is_refused_unread():
-    with pytest.raises(VendorError, match="answered 'text/html' instead of a zip"):
-        fetch(zip_response(io.BytesIO(b"<html>maintenance</html>"), 24, "text/html; charset=utf-8"))
+    class Unread(io.BytesIO):
+        def read(self, size: int = -1) -> bytes:
+            raise AssertionError("the body must stay unread (the download is single-shot)")
+
+    with pytest.raises(ArchiveInvalid, match="answered an HTML page instead of a zip") as err:
+        fetch(zip_response(Unread(b"<html>maintenance</html>"), 24, "text/html; charset=utf-8"))
+    # The vendor's own word is kept privately, never in the message.
+    assert "text/html" not in str(err.value) and "text/html; charset=utf-8" in err.value.detail
+
+
+def test_an_odd_content_type_is_described_in_fixed_words():
+    with pytest.raises(ArchiveInvalid) as err:
+        fetch(zip_response(io.BytesIO(b"x"), 1, "application/x-ada-lovelace"))
+    assert "answered an unexpected content type instead of a zip" in str(err.value)
+    assert "lovelace" not in str(err.value) and "application/x-ada-lovelace" in err.value.detail
 
 
 def test_erase_jobs_have_nothing_to_fetch():
@@ -247,3 +260,89 @@ def test_a_redirect_is_not_followed_with_the_api_key(vendor_http):
         with pytest.raises(VendorError, match=r"job-status answered a redirect \(HTTP 302\), not followed"):
             conn.check(job, ctx())
     assert [c.path for c in sim.calls] == ["/api/v2/event-data/job-status"]
+
+
+# --- vocabulary, dry run ----------------------------------------------------------------------------
+
+
+def test_the_vocabulary_is_elevates_documented_words_and_a_conservative_jid_format():
+    from core.safe import safe_id
+
+    assert ElevateConnector.statuses == {"created", "started", "waiting", "running", "done", "not_found", "error"}
+    assert ElevateConnector.native_dry_run == frozenset()
+    pattern = ElevateConnector.job_id_pattern
+    assert safe_id("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", pattern)  # the simulator's UUIDs
+    for bad in ("short", "-leading-dash-1234", "has space 12345", "a/b/c/d/e/f/g/h", "x" * 65, "é" * 10):
+        assert safe_id(bad, pattern) is None, bad
+
+
+class Recording:
+    """Stands in for VendorHttp: answers every JSON call with `answer`, records the calls."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[tuple[str, str, dict]] = []
+        self.dry_run = False
+
+    def json(self, method: str, url: str, **kwargs):
+        self.calls.append((method, url, kwargs))
+        return self.answer
+
+
+def test_create_calls_are_flagged_and_only_the_removal_is_destructive():
+    http = Recording({"jid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "status": "created"})
+    conn = ElevateConnector(ElevateCredentials(**BASE, api_key=KEY), http=http)  # type: ignore[arg-type]
+    conn.start(Action.EXPORT, ctx().subject, ctx())
+    conn.start(Action.ERASE, ctx().subject, ctx())
+    (_, export_url, export), (_, remove_url, remove) = http.calls
+    assert export_url.endswith("/create-export-customer-job") and remove_url.endswith("/create-remove-customer-job")
+    assert (export["call"], export["creates_job"], export["destructive"]) == ("create-export-customer-job", True, False)
+    assert (remove["call"], remove["creates_job"], remove["destructive"]) == ("create-remove-customer-job", True, True)
+    assert "7d3f0c2e-5b1a-4c8e-9f00-000000000001" in remove["hide"]
+
+
+def test_dry_run_probes_job_status_with_the_nil_jid_only():
+    http = Recording({"jid": "00000000-0000-0000-0000-000000000000", "status": "not_found"})
+    creds = ElevateCredentials(**BASE, api_key=KEY, api_prefix="/api/v1")
+    conn = ElevateConnector(creds, http=http)  # type: ignore[arg-type]
+    plan = conn.dry_run(Action.ERASE, ctx().subject, ctx())
+    assert plan.call == "POST /api/v1/event-data/create-remove-customer-job?customerKey={customerKey}"
+    assert plan.subject_found is None and plan.verified.startswith("credentials accepted by Elevate")
+    [(method, url, kwargs)] = http.calls
+    assert (method, url.rsplit("/", 1)[1], kwargs["params"]) == (
+        "GET", "job-status", {"jid": "00000000-0000-0000-0000-000000000000"}
+    )
+    assert not kwargs.get("destructive") and not kwargs.get("creates_job")
+
+
+def test_dry_run_refuses_without_a_customer_key_or_for_an_export_before_any_call():
+    http = Recording({})
+    conn = ElevateConnector(ElevateCredentials(**BASE, api_key=KEY), http=http)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedAction, match="no customer_key"):
+        conn.dry_run(Action.ERASE, Subject(email="ada@example.com"), ctx(None))
+    with pytest.raises(UnsupportedAction, match="needs no dry run"):
+        conn.dry_run(Action.EXPORT, ctx().subject, ctx())
+    assert http.calls == []
+
+
+def test_registry_refuses_a_connector_without_its_vocabulary(monkeypatch):
+    import types
+
+    module = types.ModuleType("connectors.vocabless")
+
+    class Vocabless:
+        statuses = frozenset({"done"})
+        job_id_pattern = "[0-9]+"
+
+        def dry_run(self, *args): ...
+
+    module.Vocabless = Vocabless  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "connectors.vocabless", module)
+    monkeypatch.setitem(registry.CONNECTORS, "vocabless", "connectors.vocabless:Vocabless")
+    with pytest.raises(ConfigError, match="^vocabless: configuration field 'connector' .*native_dry_run"):
+        registry.connector_class("vocabless")
+    Vocabless.native_dry_run = frozenset()  # type: ignore[attr-defined]
+    assert registry.connector_class("vocabless") is Vocabless
+    Vocabless.job_id_pattern = "[unclosed"
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        registry.connector_class("vocabless")

@@ -210,3 +210,27 @@ def test_manual_approval_mode_overrides_auto_validate():
     # Vendors without a DPO step are untouched.
     elevate = {"base_url": "https://c.example", "api_key": "k"}
     assert registry.build("elevate", elevate, manual_approval=True).name == "elevate"
+
+
+# --- vocabulary ---------------------------------------------------------------------------------------
+
+
+def test_the_vocabulary_is_the_documented_statuses_and_object_ids():
+    from core.safe import safe_id, safe_word
+
+    assert QualifioConnector.statuses == {"NEW", "APPROVED", "FINISHED"}
+    assert QualifioConnector.native_dry_run == {Action.ERASE}  # a test: true rule
+    pattern = QualifioConnector.job_id_pattern
+    assert safe_id("65f0c0de0000000000000001", pattern) == "65f0c0de0000000000000001"
+    for bad in ("65F0C0DE0000000000000001", "65f0c0de000000000000001", "65f0c0de00000000000000010", "g" * 24):
+        assert safe_id(bad, pattern) is None, bad
+    assert safe_word("REJECTED", QualifioConnector.statuses) is None
+
+
+def test_dry_run_refuses_an_export_or_a_subject_without_email_before_any_call():
+    connector = registry.build("qualifio", {**GOOD, "base_url": "http://127.0.0.1:9"})
+    ctx = JobContext(request_id="dsr-1", subject=Subject(email=SAMPLE.email), now=NOW)
+    with pytest.raises(UnsupportedAction, match="needs no dry run"):
+        connector.dry_run(Action.EXPORT, ctx.subject, ctx)
+    with pytest.raises(UnsupportedAction, match="email"):
+        connector.dry_run(Action.ERASE, Subject(customer_key="abc"), ctx)

@@ -1,7 +1,18 @@
-"""Intake: validate, store the subject encrypted, start the workflow once per request id."""
+"""Intake: validate, store the subject encrypted, start the workflow once per request id.
+
+What the caller sent is either accepted or refused with a named error, never anything else:
+- `InvalidRequest`: a field (or the raw body) is wrong; `fields` names each one, never its value.
+- `RequestConflict`: the request id is already stored with a different request.
+Any other exception from here is an internal failure (S3, KMS or Step Functions unavailable, a misconfigured
+deployment), which is safe to retry: a duplicate delivery starts nothing new.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -10,54 +21,25 @@ from pydantic import BaseModel, ValidationError
 
 from connectors import registry
 from connectors.base import Action
-from core.errors import DsrError
-from core.models import DsrRequest, ExecutionInput, Skipped, StoredRequest, VendorPlan, deadline_for
+from core.clock import utcnow
+from core.errors import ConfigError, DsrError
+from core.models import (
+    MAX_BODY_BYTES,
+    MAX_NESTING,
+    DsrRequest,
+    ExecutionInput,
+    Skipped,
+    StoredRequest,
+    VendorPlan,
+    deadline_for,
+    is_text,
+)
 from core.store import Store
 
-
-def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime) -> StoredRequest:
-    """Normalise a request: id, deadline, and per vendor what will run or why it is skipped."""
-    request_id = request.request_id or f"dsr-{uuid.uuid4()}"
-    received_at = request.received_at or now
-    wanted = request.vendors if request.vendors is not None else list(enabled)
-    vendors: list[VendorPlan] = []
-    skipped: list[Skipped] = []
-    for vendor in wanted:
-        cls = registry.connector_class(vendor) if vendor in enabled else None
-        actions: list[Action] = []
-        for action in request.actions:
-            if cls is None:
-                reason = "not enabled in this deployment (no credentials secret)"
-            else:
-                reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
-            if reason:
-                skipped.append(Skipped(vendor=vendor, action=action, reason=reason))
-                continue
-            actions.append(action)
-        if actions:
-            vendors.append(VendorPlan(vendor=vendor, actions=actions))
-    return StoredRequest(
-        request_id=request_id,
-        actions=request.actions,
-        subject=request.subject,
-        justification=request.justification,
-        dry_run=request.dry_run,
-        received_at=received_at,
-        deadline=deadline_for(received_at),
-        plan=vendors,
-        skipped=skipped,
-        source=source,  # type: ignore[arg-type]
-    )
-
-
-def execution_input(stored: StoredRequest) -> ExecutionInput:
-    return ExecutionInput(
-        request_id=stored.request_id,
-        received_at=stored.received_at,
-        deadline=stored.deadline,
-        vendors=stored.plan,
-        skipped=stored.skipped,
-    )
+MAX_FIELD_ERRORS = 20  # a 400 body stays small whatever the caller sent
+# A location part the error may name: our field names, and the caller's unknown keys when they look like names.
+_SAFE_LOC = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_JSON_TOKEN = re.compile(r'[\[\]{}"\\]')
 
 
 class InvalidRequest(DsrError):
@@ -69,23 +51,204 @@ class InvalidRequest(DsrError):
         self.fields = fields
 
 
+class RequestConflict(DsrError):
+    """The request id is already used by a different request (another subject, other actions...). Nothing is
+    started and the first request stays as stored: the caller must choose another id."""
+
+    def __init__(self, request_id: str):
+        super().__init__(f"request id {request_id} is already used by a different request; choose another id")
+        self.request_id = request_id
+
+
+def _invalid(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest([{"field": field, "message": message}])
+
+
+# --- raw input ----------------------------------------------------------------------------------------------
+
+
+def _nested_too_deeply(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether JSON text nests objects/arrays deeper than `limit`, without parsing it (linear, no recursion)."""
+    depth, in_string, escaped_at = 0, False, -1
+    for token in _JSON_TOKEN.finditer(text):
+        at, char = token.start(), token.group()
+        if at == escaped_at:
+            continue
+        if in_string:
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _structure_problem(value: Any, where: str, prefix: str, limit: int = MAX_NESTING) -> dict[str, str] | None:
+    """What pydantic cannot report itself for a parsed value (an EventBridge detail arrives parsed): nesting
+    deeper than `limit`, or a key that is not valid text (pydantic cannot even read one with a lone surrogate).
+    Iterative, so depth costs no recursion."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        field = f"{prefix}{path}" if path else where
+        if depth > limit:
+            return {"field": where, "message": f"is nested too deeply (more than {MAX_NESTING} levels)"}
+        if isinstance(node, dict):
+            if not all(isinstance(key, str) and is_text(key) for key in node):
+                return {"field": field, "message": "has a field name that is not valid text"}
+            items = [(_loc(key), child) for key, child in node.items()]
+        else:
+            items = [(str(i), child) for i, child in enumerate(node)]
+        stack.extend(
+            (child, depth + 1, f"{path}.{name}" if path else name)
+            for name, child in items
+            if isinstance(child, (dict, list))
+        )
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def parse_body(body: Any, base64_encoded: bool = False) -> Any:
+    """The API body as a JSON value. The bytes are checked before parsing: at most 64 KiB, UTF-8, nested at
+    most 32 deep, strict JSON (no NaN/Infinity). InvalidRequest on field "(body)" otherwise."""
+    if body is None or body == "":
+        raise _invalid("(body)", "must be a JSON object")
+    if not isinstance(body, str):
+        raise _invalid("(body)", "is not JSON")
+    too_large = _invalid("(body)", f"is larger than {MAX_BODY_BYTES // 1024} KiB")
+    if base64_encoded:
+        if len(body) > 4 * (MAX_BODY_BYTES // 3 + 1):  # decoding cannot give 64 KiB or less
+            raise too_large
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (ValueError, binascii.Error):
+            raise _invalid("(body)", "is not valid base64") from None
+    else:
+        if len(body) > MAX_BODY_BYTES:  # every character is at least one byte
+            raise too_large
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the event's own text
+            raise _invalid("(body)", "is not valid UTF-8") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("(body)", "is not valid UTF-8") from None
+    if _nested_too_deeply(text):
+        raise _invalid("(body)", f"is nested too deeply (more than {MAX_NESTING} levels)")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # RecursionError: a backstop, the scan above already refuses depth
+        raise _invalid("(body)", "is not JSON") from None
+
+
+def _loc(part: Any) -> str:
+    if isinstance(part, int):
+        return str(part)
+    # An unknown key is named only when it looks like a name: it may be anything the caller wrote.
+    return part if isinstance(part, str) and _SAFE_LOC.fullmatch(part) else "(unknown field)"
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """Pydantic errors as [{"field": "subject.email", "message": ...}], without the offending values."""
     out = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",)) or "(body)"
+    for err in exc.errors(include_input=False, include_url=False)[:MAX_FIELD_ERRORS]:
+        loc = ".".join(_loc(p) for p in err["loc"] if p not in ("function-after", "[key]")) or "(body)"
         message = err["msg"].removeprefix("Value error, ")
         out.append({"field": f"{prefix}{loc}", "message": message})
     return out
 
 
-def parse_request(raw: Any, prefix: str = "") -> DsrRequest:
+def parse_request(raw: Any, prefix: str = "", now: datetime | None = None) -> DsrRequest:
+    """Validate a request (API body, EventBridge detail, CLI); `now` bounds received_at (default: the clock)."""
+    where = prefix.rstrip(".") or "(body)"
     if not isinstance(raw, dict):
-        raise InvalidRequest([{"field": prefix.rstrip(".") or "(body)", "message": "must be a JSON object"}])
+        raise _invalid(where, "must be a JSON object")
+    problem = _structure_problem(raw, where, prefix)
+    if problem is not None:
+        raise InvalidRequest([problem])
     try:
-        return DsrRequest.model_validate(raw)
+        return DsrRequest.model_validate(raw, context={"now": now or utcnow()})
     except ValidationError as exc:
         raise InvalidRequest(field_errors(exc, prefix)) from None
+
+
+# --- planning -------------------------------------------------------------------------------------------------
+
+
+def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime, prefix: str = "") -> StoredRequest:
+    """Normalise a request: id, deadline, and per vendor what will run or why it is skipped.
+
+    InvalidRequest when a vendor the request names is not enabled in this deployment, or when no vendor can act
+    on anything (each lacks the identifier it needs): an execution that could only skip is not started.
+    """
+    if not enabled:
+        raise ConfigError("dsrflow", "VENDOR_SECRETS", "names no vendor")
+    if request.vendors is not None:
+        known = ", ".join(sorted(enabled))
+        unknown = [
+            {"field": f"{prefix}vendors.{i}", "message": f"is not a vendor of this deployment (known: {known})"}
+            for i, vendor in enumerate(request.vendors)
+            if vendor not in enabled
+        ]
+        if unknown:
+            raise InvalidRequest(unknown[:MAX_FIELD_ERRORS])
+    request_id = request.request_id or f"dsr-{uuid.uuid4()}"
+    received_at = request.received_at or now
+    wanted = request.vendors if request.vendors is not None else list(enabled)
+    vendors: list[VendorPlan] = []
+    skipped: list[Skipped] = []
+    for vendor in wanted:
+        cls = registry.connector_class(vendor)
+        actions: list[Action] = []
+        for action in request.actions:
+            reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
+            if reason:
+                skipped.append(Skipped(vendor=vendor, action=action, reason=reason))
+                continue
+            actions.append(action)
+        if actions:
+            vendors.append(VendorPlan(vendor=vendor, actions=actions))
+    if not vendors:
+        # The connectors' reasons are fixed wording (which identifier is missing), never a value.
+        reasons = list(dict.fromkeys(f"{s.vendor}: {s.reason}" for s in skipped))
+        raise _invalid(f"{prefix}subject", "no vendor can act on this subject: " + "; ".join(reasons))
+    return StoredRequest(
+        request_id=request_id,
+        actions=request.actions,
+        subject=request.subject,
+        justification=request.justification,
+        dry_run=request.dry_run,
+        received_at=received_at,
+        deadline=deadline_for(received_at),
+        plan=vendors,
+        skipped=skipped,
+        source=source,  # type: ignore[arg-type]
+        fingerprint=request.fingerprint(),
+    )
+
+
+def execution_input(stored: StoredRequest) -> ExecutionInput:
+    return ExecutionInput(
+        request_id=stored.request_id,
+        received_at=stored.received_at,
+        deadline=stored.deadline,
+        vendors=stored.plan,
+        skipped=stored.skipped,
+        dry_run=stored.dry_run,
+    )
 
 
 class Accepted(BaseModel):
@@ -111,12 +274,18 @@ def accept(
     state_machine_arn: str,
     enabled_vendors: list[str],
     now: datetime,
+    prefix: str = "",
 ) -> Accepted:
-    stored = plan(request, enabled_vendors, source, now)
+    """Plan, store once, start once. A redelivery of the same request answers "duplicate"; the same id with a
+    different request raises RequestConflict; neither replaces the stored subject."""
+    stored = plan(request, enabled_vendors, source, now, prefix)
     created = store.create_request(stored)
     if not created:
-        # A duplicate delivery: the first stored request wins, so a retry never swaps the subject.
-        stored = store.load_request(stored.request_id)
+        existing = store.load_request(stored.request_id)
+        # Records written before fingerprints existed cannot be compared: taken as the same request.
+        if existing.fingerprint is not None and existing.fingerprint != stored.fingerprint:
+            raise RequestConflict(stored.request_id)
+        stored = existing
     try:
         arn = sfn.start_execution(
             stateMachineArn=state_machine_arn,

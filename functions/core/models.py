@@ -7,48 +7,184 @@ vendor names, statuses and S3 keys only. The subject and the free-text justifica
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from connectors.base import Action, Job, Progress, Subject
 from core.archive_store import StoredArchive
+from core.clock import utcnow
 
+# --- What intake accepts (anything beyond is a 400 naming the field) ------------------------------------
 # Step Functions execution names: 1-80 of letters, digits, '-' and '_' (the request id is the name).
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+MAX_EMAIL_CHARS = 254  # RFC 5321: the longest forward path
+MAX_EMAIL_LOCAL_CHARS = 64  # RFC 5321: the longest local part
+MAX_CUSTOMER_KEY_CHARS = 128
+MAX_CUSTOMER_IDS = 10
+ID_TYPE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_ID_VALUE_CHARS = 256
+MAX_JUSTIFICATION_CHARS = 1000
+MAX_VENDORS = 20
+VENDOR_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+# received_at lies in [now - 92 days, now + 5 minutes]. 92 days is the longest lawful answer time (one month,
+# plus the two-month extension of GDPR Art. 12(3)): an older request is past any deadline and is handled by
+# hand. The 5 minutes allow for clock skew. Both bounds keep every deadline computable.
+RECEIVED_AT_MAX_AGE = timedelta(days=92)
+RECEIVED_AT_MAX_AHEAD = timedelta(minutes=5)
+# The raw API body, checked before it is parsed.
+MAX_BODY_BYTES = 64 * 1024
+MAX_NESTING = 32  # JSON objects/arrays inside one another; a request needs 3
+
 # Deliberately simple: a real address has one '@', something before it and a dotted domain after it.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ID_TYPE = re.compile(ID_TYPE_PATTERN)
+# Not text: C0 and C1 control characters, DEL, and lone surrogates (they cannot be encoded as UTF-8, so the
+# request could be validated but never stored).
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_MULTILINE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # tab, CR, LF allowed
+NOT_TEXT = "must be valid text: no control characters and no lone surrogates"
+NOT_MULTILINE_TEXT = "must be valid text: no control characters other than tab and newline, and no lone surrogates"
+# RFC 3339 date-time: a zone is required; 'T' or a space between date and time; an optional fraction.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d is 0-9 only, not every script's digits
+)
+RECEIVED_AT_FORMAT = "must be an RFC 3339 date-time with a time zone, e.g. 2026-11-23T10:00:00Z"
+RECEIVED_AT_RANGE = (
+    "must be no later than 5 minutes from now and no earlier than 92 days ago (the longest GDPR answer time, "
+    "one month plus the Art. 12(3) extension of two months; an older request is handled by hand)"
+)
 
 GDPR_RESPONSE_DAYS = 30
+# Vendors one request can plan for: intake accepts only this deployment's vendors, so this is a ceiling.
+MAX_PLANNED_VENDORS = 20
+
+
+def is_text(value: str) -> bool:
+    """No control characters and no lone surrogates (the rule for every string of a request but one)."""
+    return _NOT_TEXT.search(value) is None
+
+
+def _text(value: Any) -> Any:
+    # Before the type check: a non-string is left to it ("should be a valid string").
+    if isinstance(value, str) and _NOT_TEXT.search(value):
+        raise ValueError(NOT_TEXT)
+    return value
+
+
+def _multiline_text(value: Any) -> Any:
+    if isinstance(value, str) and _NOT_MULTILINE_TEXT.search(value):
+        raise ValueError(NOT_MULTILINE_TEXT)
+    return value
+
+
+# Strict strings (a number is not a string) that are valid text; the check runs before length and pattern.
+Text = Annotated[StrictStr, BeforeValidator(_text)]
+RequestId = Annotated[StrictStr, Field(pattern=REQUEST_ID_PATTERN), BeforeValidator(_text)]
+VendorName = Annotated[StrictStr, Field(pattern=VENDOR_NAME_PATTERN), BeforeValidator(_text)]
+Justification = Annotated[StrictStr, Field(max_length=MAX_JUSTIFICATION_CHARS), BeforeValidator(_multiline_text)]
+
+
+def parse_received_at(value: Any, now: datetime) -> datetime:
+    """An RFC 3339 date-time string with a zone, within [now - 92 days, now + 5 minutes], as UTC.
+
+    ValueError (a message that never quotes the value) for anything else: numbers, date-only, naive times.
+    """
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(RECEIVED_AT_FORMAT)
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    offset = timedelta(0)
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError(RECEIVED_AT_FORMAT)
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
+    micro = int((fraction or "0").ljust(6, "0")[:6])
+    try:
+        local = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=timezone(offset)
+        )
+    except ValueError:  # February 30th, hour 24, a leap second
+        raise ValueError(RECEIVED_AT_FORMAT) from None
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    try:
+        moment = local.astimezone(timezone.utc)  # year 1 at +01:00 overflows here
+    except OverflowError:
+        raise ValueError(RECEIVED_AT_RANGE) from None
+    if not now - RECEIVED_AT_MAX_AGE <= moment <= now + RECEIVED_AT_MAX_AHEAD:
+        raise ValueError(RECEIVED_AT_RANGE)
+    return moment
 
 
 class RequestSubject(Subject):
-    """The subject as a request gives it: at least one identifier, an email that looks like one."""
+    """The subject as a request gives it: at least one identifier, each within its limit and valid text
+    (email: <= 254 characters, local part <= 64; customer_key <= 128; customer_ids: <= 10 entries, id type names
+    of 1-64 letters, digits, '_', '.', '-', values of <= 256 characters)."""
+
+    email: Text | None = None
+    customer_key: Text | None = None
+    customer_ids: dict[StrictStr, StrictStr] = Field(default_factory=dict)
 
     @field_validator("email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
         if value is not None:
             value = value.strip()
+            # Length first: the pattern below is never run on a long string.
+            if len(value) > MAX_EMAIL_CHARS:
+                raise ValueError(f"is longer than {MAX_EMAIL_CHARS} characters")
             if not _EMAIL.match(value):
                 raise ValueError("is not an email address")
+            if len(value.rsplit("@", 1)[0]) > MAX_EMAIL_LOCAL_CHARS:
+                raise ValueError(f"has a local part (before the @) longer than {MAX_EMAIL_LOCAL_CHARS} characters")
         return value
 
     @field_validator("customer_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip() if value else value
+        if value is not None:
+            value = value.strip()
+            if not value:
+                raise ValueError("must not be empty")
+            if len(value) > MAX_CUSTOMER_KEY_CHARS:
+                raise ValueError(f"is longer than {MAX_CUSTOMER_KEY_CHARS} characters")
+        return value
 
-    @field_validator("customer_ids")
+    @field_validator("customer_ids", mode="before")
     @classmethod
-    def _ids(cls, value: dict[str, str]) -> dict[str, str]:
+    def _ids(cls, value: Any) -> Any:
+        # Before pydantic's own checks, so that no error's location carries an id type the caller wrote.
+        if not isinstance(value, dict):
+            return value  # pydantic: "should be a valid dictionary"
+        if len(value) > MAX_CUSTOMER_IDS:
+            raise ValueError(f"has more than {MAX_CUSTOMER_IDS} entries")
         for id_type, id_value in value.items():
-            if not id_type.strip() or not str(id_value).strip():
+            if not isinstance(id_type, str) or not _ID_TYPE.fullmatch(id_type):
+                raise ValueError("id type names must be 1-64 letters, digits, '_', '.' or '-'")
+            if not isinstance(id_value, str):
+                raise ValueError("id values must be strings")
+            if _NOT_TEXT.search(id_value):
+                raise ValueError(f"id values {NOT_TEXT}")
+            if not id_value.strip():
                 raise ValueError("id types and values must not be empty")
+            if len(id_value) > MAX_ID_VALUE_CHARS:
+                raise ValueError(f"id values must be at most {MAX_ID_VALUE_CHARS} characters")
         return value
 
     @model_validator(mode="after")
@@ -59,18 +195,29 @@ class RequestSubject(Subject):
 
 
 class DsrRequest(BaseModel):
-    """A data-subject request, the same for the API body, the EventBridge detail and the CLI."""
+    """A data-subject request, the same for the API body, the EventBridge detail and the CLI.
+
+    Strict: strings are JSON strings, `dry_run` a JSON boolean, `actions` the strings "export"/"erase", and
+    every string is valid text (no control characters, no lone surrogates; the justification may hold tabs and
+    newlines). The limits are the constants at the top of this module.
+
+    `received_at` (when the controller received the request; default: when intake runs) is an RFC 3339
+    date-time with a zone (`Z` or ±hh:mm), no later than 5 minutes from now and no earlier than 92 days ago:
+    92 days is the longest lawful answer time (one month plus the two-month extension of GDPR Art. 12(3)), so an
+    older request is past any deadline and is handled by hand. "Now" is `context["now"]` when validated with
+    `model_validate(raw, context={"now": ...})`, else the clock.
+    """
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    request_id: RequestId | None = None
     actions: list[Action] = Field(min_length=1, max_length=2)
     subject: RequestSubject
-    vendors: list[str] | None = Field(default=None, min_length=1)
-    justification: str | None = Field(default=None, max_length=1000)
+    vendors: list[VendorName] | None = Field(default=None, min_length=1, max_length=MAX_VENDORS)
+    justification: Justification | None = None
     received_at: datetime | None = None
     # Qualifio's "test" rules: the whole erasure process runs, nothing is deleted.
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
     @field_validator("actions")
     @classmethod
@@ -87,12 +234,27 @@ class DsrRequest(BaseModel):
             raise ValueError("must not repeat a vendor")
         return value
 
-    @field_validator("received_at")
+    @field_validator("received_at", mode="before")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+    def _received_at(cls, value: Any, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        now = info.context.get("now") if isinstance(info.context, dict) else None
+        return parse_received_at(value, now or utcnow())
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what the caller asked, to tell a redelivery from a different request reusing an id.
+
+        Canonical JSON of the normalised actions, subject, vendors (sorted), justification and dry_run, and
+        received_at only when given (otherwise it is the time intake ran, which differs on every retry).
+        """
+        asked = self.model_dump(mode="json", include={"actions", "subject", "vendors", "justification", "dry_run"})
+        if asked["vendors"] is not None:
+            asked["vendors"] = sorted(asked["vendors"])
+        if self.received_at is not None:
+            asked["received_at"] = self.received_at.astimezone(timezone.utc).isoformat()
+        canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class VendorPlan(BaseModel):
@@ -119,16 +281,20 @@ class StoredRequest(BaseModel):
     plan: list[VendorPlan]
     skipped: list[Skipped] = Field(default_factory=list)
     source: Literal["api", "eventbridge", "cli"] = "api"
+    # DsrRequest.fingerprint() of the request as first received; None in records written before it existed.
+    fingerprint: str | None = None
 
 
 class ExecutionInput(BaseModel):
-    """The state machine's input: no PII, only what the Map and the console need."""
+    """The state machine's input: no PII, only what the Map and the console need. Bounded by construction
+    (intake accepts only this deployment's vendors), so no state can approach Step Functions' 256 KiB."""
 
     request_id: str
     received_at: datetime
     deadline: datetime
-    vendors: list[VendorPlan]
-    skipped: list[Skipped] = Field(default_factory=list)
+    vendors: list[VendorPlan] = Field(max_length=MAX_PLANNED_VENDORS)
+    skipped: list[Skipped] = Field(default_factory=list, max_length=2 * MAX_PLANNED_VENDORS)
+    dry_run: bool = False
 
 
 class ActionTask(BaseModel):
@@ -144,21 +310,43 @@ class ActionTask(BaseModel):
     progress: Progress | None = None
 
 
+Step = Literal["submit", "check", "collect"]
+OutcomeStatus = Literal["completed", "planned", "failed", "skipped"]
+
+
 class ActionOutcome(BaseModel):
-    """One vendor action's result, as the Map iteration returns it and the manifest records it."""
+    """One vendor action's result, as the Map iteration returns it and the manifest records it.
+
+    Every text here is allow-listed (see core/safe.py): fixed wording, names, counts, validated ids and
+    documented status words. What the vendor itself said is in the `vendor_said` objects (encrypted, under
+    requests/, expiring with the request data), which this record only points to.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     vendor: str
     action: Action
-    status: Literal["completed", "failed", "skipped"]
+    # planned: a dry run; nothing destructive was sent (the plan says what would have been).
+    status: OutcomeStatus
     job_id: str | None = None
     reason: str | None = None
     error: str | None = None  # the named error type when a task failed
+    step: Step | None = None  # where it failed
     archives: list[StoredArchive] = Field(default_factory=list)
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     checks: int | None = None
+    # At most one more vendor job per action: set when an earlier submission may have created a job whose
+    # answer never arrived; `job_ids` lists every id the vendor did return.
+    possible_duplicate: bool = False
+    job_ids: list[str] = Field(default_factory=list)
+    planned_call: str | None = None  # dry run: method and path template of the destructive call not sent
+    vendor_said: list[str] = Field(default_factory=list)  # keys of the private objects with the vendor's words
+
+    @field_validator("reason")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        return value if value is None or len(value) <= 700 else value[:699] + "…"
 
 
 class Manifest(BaseModel):
@@ -166,6 +354,7 @@ class Manifest(BaseModel):
 
     request_id: str
     status: Literal["completed", "partially_failed", "failed"]
+    dry_run: bool = False  # a dry run: erase outcomes are `planned`, nothing destructive reached a vendor
     received_at: datetime
     deadline: datetime
     finished_at: datetime
@@ -181,5 +370,6 @@ class Manifest(BaseModel):
 
 
 def deadline_for(received_at: datetime) -> datetime:
-    # GDPR Art. 12(3): "without undue delay and in any event within one month of receipt".
+    # GDPR Art. 12(3): "without undue delay and in any event within one month of receipt". received_at is
+    # bounded at intake (RECEIVED_AT_MAX_AHEAD), so this cannot overflow.
     return received_at + timedelta(days=GDPR_RESPONSE_DAYS)

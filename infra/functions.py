@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -33,6 +33,14 @@ class Spec:
     memory_mb: int
     timeout: Duration
     description: str
+    ephemeral_mb: int = 512  # /tmp; Lambda's default
+
+
+# collect spools each zip archive to /tmp while it streams to S3, to verify it (every member's CRC) before the
+# upload completes (core/verify.py): /tmp bounds the largest verifiable zip. 4 GiB leaves 3.5 GiB for the
+# spool and room for Bloomreach's export-one spool (400 MiB).
+COLLECT_EPHEMERAL_MB = 4096
+SPOOL_LIMIT_MB = 3584
 
 
 # Memory also buys CPU and network bandwidth in Lambda. The job-loop tasks make a few vendor HTTP calls, each
@@ -44,7 +52,9 @@ SPECS: dict[str, Spec] = {
     "intake": Spec("handlers.intake.handler", 512, Duration.seconds(29), "API and CRM events: validate, store, start"),
     "submit": Spec("handlers.submit.handler", 512, Duration.minutes(5), "Submit one vendor job"),
     "check": Spec("handlers.check.handler", 512, Duration.minutes(5), "Check one vendor job"),
-    "collect": Spec("handlers.collect.handler", 1769, Duration.minutes(15), "Stream a vendor's archives to S3"),
+    "collect": Spec(
+        "handlers.collect.handler", 1769, Duration.minutes(15), "Stream a vendor's archives to S3", COLLECT_EPHEMERAL_MB
+    ),
     "finalize": Spec("handlers.finalize.handler", 512, Duration.minutes(1), "Write the manifest, notify the CRM"),
 }
 VENDOR_FACING = ("intake", "submit", "check", "collect")  # get VENDOR_SECRETS (intake: the enabled list)
@@ -102,6 +112,8 @@ class Functions(Construct):
             if name in SECRET_READERS:  # the functions that build connectors
                 env["SECRETS_MAX_AGE"] = str(SECRETS_MAX_AGE)
                 env["APPROVAL_MODE"] = config.approval_mode
+            if name == "collect":
+                env["ARCHIVE_SPOOL_LIMIT_MB"] = str(SPOOL_LIMIT_MB)
             if name == "finalize":
                 env["EVENT_BUS_NAME"] = config.event_bus_name  # the completion event goes back to the CRM's bus
 
@@ -130,6 +142,7 @@ class Functions(Construct):
                 handler=spec.handler,
                 layers=layers,
                 memory_size=spec.memory_mb,
+                ephemeral_storage_size=Size.mebibytes(spec.ephemeral_mb),
                 timeout=spec.timeout,
                 environment=env,
                 tracing=lambda_.Tracing.ACTIVE,
@@ -142,8 +155,13 @@ class Functions(Construct):
         # s3:ListBucket on the bucket only turns "object missing" into 404 NoSuchKey instead of 403, which
         # the code relies on (no manifest yet, no export outcome yet, unknown request id).
         self._s3("intake", "s3:PutObject", "s3:GetObject")  # request.json (IfNoneMatch), manifest.json
-        self._s3("submit", "s3:GetObject")  # request.json (subject), the export's outcome.json
+        self._s3("submit", "s3:GetObject")  # request.json (subject), the export's outcome.json, submission.json
         self._s3("check", "s3:GetObject")  # request.json
+        # The intent record written before a vendor job is created (at most one more job per action).
+        self._s3("submit", "s3:PutObject", keys="*/submission.json")
+        # The vendor's own words (error bodies, odd status words): the private per-request objects.
+        self._s3("submit", "s3:PutObject", keys="*/vendor-said/*")
+        self._s3("check", "s3:PutObject", keys="*/vendor-said/*")
         # request.json; archives by multipart upload (Create/UploadPart/Complete are s3:PutObject); abort on
         # any failure so no partial object or orphaned part holding personal data remains; outcome.json.
         self._s3("collect", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
@@ -190,12 +208,13 @@ class Functions(Construct):
             )
         )
 
-    def _s3(self, name: str, *object_actions: str) -> None:
+    def _s3(self, name: str, *object_actions: str, keys: str = "*") -> None:
+        """Object actions on requests/{keys} (a key pattern under requests/), plus what they need."""
         role = self.roles[name]
         bucket = self._storage.bucket
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=list(object_actions), resources=[bucket.arn_for_objects(f"{REQUESTS_PREFIX}*")]
+                actions=list(object_actions), resources=[bucket.arn_for_objects(f"{REQUESTS_PREFIX}{keys}")]
             )
         )
         role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))

@@ -61,7 +61,11 @@ def _iam5(reason: str, *applies_to: str | RegexAppliesTo) -> NagPackSuppression:
 
 
 def apply_suppressions(stack: DsrflowStack) -> None:
-    objects = RegexAppliesTo(regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/(requests|proof)\/\*$/g")
+    # requests/* and proof/*, and the per-action key patterns under requests/ (submission.json, vendor-said/*).
+    objects = RegexAppliesTo(
+        regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/((requests|proof)\/\*"
+        r"|requests\/\*\/submission\.json|requests\/\*\/vendor-said\/\*)$/g"
+    )
     for name, role in stack.functions.roles.items():
         found = [_iam5(XRAY, "Resource::*"), _iam5(REQUEST_OBJECTS, objects)]
         if name == "intake":

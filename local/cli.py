@@ -162,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         status, body = cloud.api("POST", "/requests", request)
         if status not in (200, 202):
             print("Request rejected (HTTP %d):" % status, file=sys.stderr)
+            if (body or {}).get("message"):  # a 409 conflict, or an internal error
+                print(f"  {body['message']}", file=sys.stderr)
             for f in (body or {}).get("fields", []):
                 print(f"  {f['field']}: {f['message']}", file=sys.stderr)
             return 2
@@ -184,11 +186,17 @@ def run(args: argparse.Namespace) -> int:
             f"{transitions} state transitions ({len(history)} history events), "
             f"within deadline: {summary['within_deadline']}"
         )
+        if summary.get("dry_run"):
+            print("  DRY RUN: nothing destructive was sent to any vendor")
         for o in summary["outcomes"]:
             line = f"  {o['vendor']:<11} {o['action']:<7} {o['status']:<10}"
             if o["status"] != "completed" or o.get("reason"):
                 line += f" {o.get('reason') or ''}"
             print(line)
+            if o.get("planned_call"):
+                print(f"      would send: {o['planned_call']}")
+            if o.get("possible_duplicate"):
+                print(f"      possible duplicate vendor job; ids returned: {', '.join(o.get('job_ids') or []) or 'none'}")
             for a in o["archives"]:
                 print(f"      s3://{cloud.bucket}/{a['key']}  {a['bytes']:,} bytes  sha256 {a['sha256'][:16]}…")
         print(f"  manifest: s3://{cloud.bucket}/{summary['manifest_key']}")
@@ -232,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--vendors", help="comma-separated; default: every configured vendor")
         sp.add_argument("--request-id")
         sp.add_argument("--justification")
-        sp.add_argument("--dry-run", action="store_true", help="erasure dry run where the vendor supports it")
+        sp.add_argument("--dry-run", action="store_true", help="dry run: nothing destructive reaches any vendor; erasures are planned, not sent")
         sp.add_argument("--vendors-file", help='JSON {"elevate": {...}, "bloomreach": {...}, "qualifio": {...}}')
         sp.add_argument(
             "--time-scale",

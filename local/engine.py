@@ -63,6 +63,20 @@ class _Context:
         return 900_000
 
 
+# Lambda service errors to answer after a function ran (LocalCloud.inject_lambda_error): role -> [code, ...].
+_LAMBDA_FAULTS: dict[str, list[str]] = {}
+
+
+def _lambda_api_error(code: str) -> Exception:
+    """A Lambda API error for the patched invoke: moto answers it as such, and the ASL interpreter names it
+    `Lambda.<code>`, exactly like AWS when the Lambda service fails around an invocation."""
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError(code, "injected by the local engine after the function ran")
+    error.code = 500
+    return error
+
+
 def _dispatch(
     backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
 ):
@@ -75,6 +89,11 @@ def _dispatch(
     except Exception as exc:  # as Lambda reports an unhandled error
         response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+    role = fn.function_name.removeprefix(f"{PREFIX}-")
+    queued = _LAMBDA_FAULTS.get(role)
+    if queued:
+        # The function ran (the vendor may have acted); the caller only sees the service failing.
+        raise _lambda_api_error(queued.pop(0))
     return json.dumps(result).encode()
 
 
@@ -84,6 +103,33 @@ def substitute(asl: str, values: dict[str, str]) -> str:
     if "${" in asl:
         raise ValueError("the ASL file has a ${...} substitution the local engine does not know")
     return asl
+
+
+def scale_retries(definition: str, time_scale: float) -> str:
+    """The ASL with its Retry intervals shrunk like its Waits: moto sleeps them in real time.
+
+    At a time scale above 1 every retrier waits ceil(interval / scale) seconds (at least 1, moto's minimum)
+    with no backoff growth; the error names, attempt counts and order stay exactly as deployed.
+    """
+    if time_scale <= 1:
+        return definition
+    import math
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for retrier in node.get("Retry", []) if isinstance(node.get("Retry"), list) else []:
+                retrier["IntervalSeconds"] = max(1, math.ceil(retrier.get("IntervalSeconds", 1) / time_scale))
+                retrier["BackoffRate"] = 1
+                retrier.pop("MaxDelaySeconds", None)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    asl = json.loads(definition)
+    walk(asl)
+    return json.dumps(asl)
 
 
 class LocalCloud:
@@ -137,6 +183,7 @@ class LocalCloud:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        _LAMBDA_FAULTS.clear()
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -221,6 +268,7 @@ class LocalCloud:
             self.functions[role_name] = arn
         sfn = self.client("stepfunctions")
         definition = substitute(ASL_FILE.read_text(), {k: self.functions[role] for k, role in SUBSTITUTIONS.items()})
+        definition = scale_retries(definition, self.time_scale)
         self.state_machine_arn = sfn.create_state_machine(
             name=f"{PREFIX}-dsr", definition=definition, roleArn=role, type="STANDARD"
         )["stateMachineArn"]
@@ -229,6 +277,11 @@ class LocalCloud:
         self._reset_handler_caches()
 
     # --- using it ------------------------------------------------------------------------------------
+    def inject_lambda_error(self, role: str, code: str = "ServiceException", times: int = 1) -> None:
+        """The next `times` invocations of `role` run, then answer the Lambda API error `code` (the ASL sees
+        `Lambda.<code>`), as when the Lambda service fails after the function did its work."""
+        _LAMBDA_FAULTS.setdefault(role, []).extend([code] * times)
+
     def invoke(self, role: str, event: dict[str, Any]) -> Any:
         """Invoke one of the functions through moto's Lambda API, as AWS would."""
         out = self.client("lambda").invoke(FunctionName=self.functions[role], Payload=json.dumps(event).encode())

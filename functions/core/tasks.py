@@ -6,16 +6,20 @@ Every function takes a `Runtime` (store, connectors, clock) so tests can run it 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from connectors.base import Action, Connector, Job, JobContext, Progress
+from core import vendor_said
 from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
-from core.errors import DsrError
+from core.errors import MESSAGE_LIMIT, DsrError, SubmissionUncertain, VendorError, VendorTransientError, cap
 from core.models import ActionOutcome, ActionTask, ExecutionInput, Manifest, StoredRequest
-from core.store import Store, archive_key, manifest_key, outcome_key, proof_key
+from core.safe import holds_subject, safe_id, safe_word, scrub, subject_values
+from core.store import Store, archive_key, manifest_key, outcome_key, proof_key, submission_key
+from core.store import prefix as request_prefix
 
 
 class ErasureWithheld(DsrError):
@@ -33,6 +37,20 @@ class Runtime:
 
 
 # --- the job loop -----------------------------------------------------------------------------------------
+#
+# Premises checked before anything destructive reaches a vendor (DESIGN: "destroying safely"):
+# - a dry run never starts a destructive action the vendor cannot itself run as a test: `dry_run()` plans it
+#   with read-only calls, and the connector's HTTP client refuses any call marked destructive anyway;
+# - an erase asked with an export runs only when that export's outcome is `completed`, which collect
+#   writes only after every archive was verified (core/verify.py) and stored;
+# - a job-creating call is made at most twice per action: the intent is recorded before the call
+#   (submission.json) and a retry reconciles with it.
+#
+# What the vendor said that is not allow-listed (error bodies, odd status words) is kept only in the
+# request's private vendor-said objects (core/vendor_said.py); every record returned here goes through the
+# subject backstop (core/safe.scrub).
+
+STEP_NAMES = ("submit", "check", "collect")
 
 
 def _context(rt: Runtime, request: StoredRequest) -> JobContext:
@@ -43,6 +61,15 @@ def _context(rt: Runtime, request: StoredRequest) -> JobContext:
         dry_run=request.dry_run,
         now=rt.now(),
     )
+
+
+def _connector(rt: Runtime, vendor: str, request: StoredRequest) -> Connector:
+    connector = rt.connector_for(vendor)
+    http = getattr(connector, "http", None)
+    if http is not None:
+        # The second lock on the door: even a connector bug cannot send a destructive call in a dry run.
+        http.dry_run = request.dry_run
+    return connector
 
 
 def _wait_until(moment: datetime, now: datetime) -> str:
@@ -57,25 +84,155 @@ def _wait_until(moment: datetime, now: datetime) -> str:
     return iso_z(whole)
 
 
-def _with_job(task: ActionTask, job: Job, progress: Progress | None, now: datetime) -> dict[str, Any]:
+def _with_job(
+    task: ActionTask, job: Job, progress: Progress | None, now: datetime, request: StoredRequest
+) -> dict[str, Any]:
     out = task.model_copy(update={"job": job, "progress": progress}).model_dump(mode="json")
     out["wait_until"] = _wait_until(job.next_check_at, now)
-    return out
+    return scrub(out, subject_values(request.subject), where="task output")
+
+
+@contextmanager
+def _vendor_words(rt: Runtime, task: ActionTask, step: str, ctx: JobContext) -> Iterator[None]:
+    """Keep what the vendor said during this step privately, on success and on failure; on failure, point
+    the error's message at the kept object and run the message through the subject backstop."""
+    try:
+        yield
+    except DsrError as exc:
+        said = list(ctx.vendor_said) + ([(type(exc).__name__, exc.detail)] if exc.detail else [])
+        key = vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, step, said)
+        message = scrub(exc.message, subject_values(ctx.subject), where=f"{step} error")
+        if key:
+            message = f"{message} (the vendor's words are kept in {key})"
+        exc.with_message(message)
+        raise
+    else:
+        vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, step, ctx.vendor_said)
+
+
+def _destructive(action: Action) -> bool:
+    return action is Action.ERASE
+
+
+def _require_verified_export(rt: Runtime, task: ActionTask) -> None:
+    if task.action is not Action.ERASE or Action.EXPORT not in task.actions:
+        return
+    export = rt.store.get_json(outcome_key(task.request_id, task.vendor, Action.EXPORT.value))
+    if not export or export.get("status") != "completed":
+        raise ErasureWithheld(
+            f"{task.vendor}: erase withheld because the export for this request did not complete with a "
+            "verified archive; erasing first would destroy the data the subject asked for. Fix the export, "
+            "then re-run"
+        )
+
+
+# --- at most one more vendor job per action ---------------------------------------------------------------
+
+
+class _Submissions:
+    """requests/{id}/{vendor}/{action}/submission.json: every attempt to start the vendor job, recorded
+    before the call. An attempt left `started` (the function died) or `uncertain` (the vendor may have acted
+    without answering) counts against the limit of one more job."""
+
+    UNSETTLED = ("started", "uncertain")
+
+    def __init__(self, rt: Runtime, task: ActionTask):
+        self.rt = rt
+        self.key = submission_key(task.request_id, task.vendor, task.action.value)
+        raw = rt.store.get_json(self.key) or {}
+        self.attempts: list[dict[str, Any]] = list(raw.get("attempts") or [])
+
+    def created(self) -> Job | None:
+        """The job an earlier attempt created and recorded (its function died, or its answer to the
+        workflow was lost, after the vendor answered): reuse it, make no new call."""
+        for attempt in reversed(self.attempts):
+            if attempt.get("outcome") == "created" and attempt.get("job"):
+                return Job.model_validate(attempt["job"])
+        return None
+
+    def unsettled(self) -> int:
+        return sum(1 for a in self.attempts if a.get("outcome") in self.UNSETTLED)
+
+    def begin(self, now: datetime) -> None:
+        self.attempts.append({"at": now.isoformat(), "outcome": "started"})
+        self._save(required=True)
+
+    def end(self, outcome: str, job: Job | None = None) -> None:
+        self.attempts[-1]["outcome"] = outcome
+        if job is not None:
+            self.attempts[-1]["job"] = job.model_dump(mode="json")
+            self.attempts[-1]["job_id"] = job.job_id
+        self._save(required=False)
+
+    def job_ids(self) -> list[str]:
+        return [a["job_id"] for a in self.attempts if a.get("job_id")]
+
+    def _save(self, required: bool) -> None:
+        try:
+            self.rt.store.put_json(self.key, {"attempts": self.attempts})
+        except DsrError:
+            # Before the call: no record, no call (the error is retried by the workflow). After it: the job
+            # still goes back to the workflow, which holds it from then on; only a later retry of this same
+            # submit would miss it, and that is what the unsettled count guards.
+            if required:
+                raise
+
+
+def _uncertain(exc: BaseException) -> bool:
+    """Could the vendor have acted although the call failed?"""
+    if isinstance(exc, DsrError) and exc.acted:
+        return True  # it created a job we cannot track (an unusable id): counts against the limit
+    if isinstance(exc, VendorTransientError):
+        return bool(getattr(exc, "ambiguous", False))
+    # A refusal the vendor answered (4xx, bad credentials, bad config, a dry-run refusal) acted on nothing.
+    return not isinstance(exc, DsrError)
 
 
 def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
-    if task.action == Action.ERASE and Action.EXPORT in task.actions:
-        export = rt.store.get_json(outcome_key(task.request_id, task.vendor, Action.EXPORT.value))
-        if not export or export.get("status") != "completed":
-            raise ErasureWithheld(
-                f"{task.vendor}: erase withheld because the export for this request did not complete; "
-                f"erasing first would destroy the data the subject asked for. Fix the export, then re-run"
-            )
-    connector = rt.connector_for(task.vendor)
+    _require_verified_export(rt, task)
+    connector = _connector(rt, task.vendor, request)
     ctx = _context(rt, request)
-    job = connector.start(task.action, request.subject, ctx)
-    return _with_job(task, job, None, ctx.now)
+    with _vendor_words(rt, task, "submit", ctx):
+        if request.dry_run and _destructive(task.action) and task.action not in connector.native_dry_run:
+            plan = connector.dry_run(task.action, request.subject, ctx)
+            job = Job(
+                vendor=task.vendor,
+                action=task.action,
+                submitted_at=ctx.now,
+                next_check_at=ctx.now,
+                deadline_at=ctx.now + timedelta(days=1),
+                state={"planned": True, "call": plan.call, "verified": plan.verified, "found": plan.subject_found},
+            )
+            return _with_job(task, job, None, ctx.now, request)
+
+        record = _Submissions(rt, task)
+        earlier = record.created()
+        if earlier is not None:
+            return _with_job(task, earlier, None, ctx.now, request)
+        if record.unsettled() >= 2:
+            raise SubmissionUncertain(
+                f"{task.vendor}: {task.action.value} was submitted twice without a usable answer (the vendor "
+                "may have created the job each time); no third job is created. Check the vendor's console "
+                "for jobs of this request, then re-run if there is none"
+            )
+        possible_duplicate = record.unsettled() > 0
+        record.begin(ctx.now)
+        try:
+            job = connector.start(task.action, request.subject, ctx)
+        except BaseException as exc:
+            record.end("uncertain" if _uncertain(exc) else "not_acted")
+            raise
+        if job.job_id is not None and (
+            safe_id(job.job_id, connector.job_id_pattern) is None or holds_subject(job.job_id, request.subject)
+        ):
+            # The connector validates its ids; this is the task layer's own check of what enters the history.
+            record.end("uncertain")
+            raise VendorError(task.vendor, "answered a job id that is not in its documented format", acted=True)
+        if possible_duplicate:
+            job = job.model_copy(update={"state": {**job.state, "possible_duplicate": True}})
+        record.end("created", job)
+    return _with_job(task, job, None, ctx.now, request)
 
 
 def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
@@ -83,19 +240,106 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
     ctx = _context(rt, request)
     job = task.job.model_copy(update={"checks": task.job.checks + 1})
-    # Deadlines are the connector's call: a job that finished late is still collected.
-    progress = rt.connector_for(task.vendor).check(job, ctx)
+    if job.state.get("planned"):
+        # A dry run's planned action: nothing was submitted, so there is nothing to ask the vendor.
+        return _with_job(task, job, Progress.ready("dry run: nothing was sent to the vendor"), ctx.now, request)
+    connector = _connector(rt, task.vendor, request)
+    with _vendor_words(rt, task, "check", ctx):
+        # Deadlines are the connector's call: a job that finished late is still collected.
+        progress = connector.check(job, ctx)
+    word = safe_word(progress.vendor_status, connector.statuses)
+    if word is None and progress.vendor_status is not None:
+        ctx.note("status word outside the documented vocabulary", progress.vendor_status)
+        vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, "check", ctx.vendor_said[-1:])
+    progress = progress.model_copy(update={"vendor_status": word})
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now
         job = job.model_copy(update={"next_check_at": max(next_at, ctx.now)})
-    return _with_job(task, job, progress, ctx.now)
+    return _with_job(task, job, progress, ctx.now, request)
+
+
+def _archive_prefix(task: ActionTask) -> str:
+    return f"{request_prefix(task.request_id)}{task.vendor}/{task.action.value}/"
+
+
+def _already_stored(rt: Runtime, task: ActionTask) -> list[StoredArchive]:
+    """Archives a previous attempt of this collect stored before it failed to record its outcome. Reused
+    (re-hashed and re-verified from S3) instead of downloading again: Elevate's download is single-shot."""
+    from core.archive_store import rehash_stored
+
+    found: list[StoredArchive] = []
+    for key in rt.store.list_keys(_archive_prefix(task)):
+        rest = key[len(_archive_prefix(task)) :]
+        if "/" in rest or rest in ("outcome.json", "submission.json"):
+            continue  # vendor-said/ objects and our own records are not archives
+        name = rest
+        kind = "zip" if name.endswith(".zip") else "json" if name.endswith(".json") else "bytes"
+        content_type = "application/zip" if kind == "zip" else "application/json" if kind == "json" else ""
+        stored = rehash_stored(rt.store.s3, rt.store.bucket, key, name, content_type, kind)
+        if stored is not None:
+            found.append(stored)
+    return found
 
 
 def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     assert task.job is not None, "collect needs the finished job"
     request = rt.store.load_request(task.request_id)
     ctx = _context(rt, request)
-    archives = rt.connector_for(task.vendor).fetch(task.job, ctx)
+    key = outcome_key(task.request_id, task.vendor, task.action.value)
+    recorded = rt.store.get_json(key)
+    if recorded and recorded.get("status") in ("completed", "planned"):
+        return recorded  # a retried collect whose first run wrote its outcome: nothing to do again
+
+    job = task.job
+    common: dict[str, Any] = {
+        "vendor": task.vendor,
+        "action": task.action,
+        "job_id": job.job_id,
+        "submitted_at": job.submitted_at,
+        "completed_at": rt.now(),
+        "checks": job.checks,
+        "possible_duplicate": bool(job.state.get("possible_duplicate")),
+    }
+    if job.state.get("possible_duplicate"):
+        common["job_ids"] = _Submissions(rt, task).job_ids()
+    if job.state.get("planned") or (request.dry_run and _destructive(task.action)):
+        outcome = ActionOutcome(status="planned", **common, **_planned(task, job))
+    else:
+        stored = _already_stored(rt, task)
+        if not stored:
+            connector = _connector(rt, task.vendor, request)
+            with _vendor_words(rt, task, "collect", ctx):
+                stored = _fetch_and_store(rt, task, connector, job, ctx)
+        outcome = ActionOutcome(
+            status="completed",
+            reason=task.progress.reason if task.progress else None,
+            archives=stored,
+            **common,
+        )
+    payload = scrub(outcome.model_dump(mode="json"), subject_values(request.subject), where="outcome")
+    rt.store.put_json(key, payload)  # retried inside the store; StoreUnavailable is retried by the workflow
+    return payload
+
+
+def _planned(task: ActionTask, job: Job) -> dict[str, Any]:
+    if job.state.get("planned"):
+        found = job.state.get("found")
+        return {
+            "planned_call": job.state.get("call"),
+            "reason": f"dry run: {job.state.get('verified')}; nothing destructive was sent"
+            + ("" if found is not False else " (and the vendor holds no data for this subject)"),
+        }
+    # The vendor ran the destructive action itself as a test (Qualifio: a `test: true` rule).
+    return {
+        "reason": f"dry run: {task.vendor} ran the {task.action.value} as a test that changes nothing"
+        + (f"; {task.progress.reason}" if task.progress and task.progress.reason else ""),
+    }
+
+
+def _fetch_and_store(
+    rt: Runtime, task: ActionTask, connector: Connector, job: Job, ctx: JobContext
+) -> list[StoredArchive]:
+    archives = connector.fetch(job, ctx)
     stored: list[StoredArchive] = []
     try:
         for archive in archives:
@@ -104,27 +348,44 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     finally:
         for archive in archives:  # release any connection a failure left open
             archive.close()
-    outcome = ActionOutcome(
-        vendor=task.vendor,
-        action=task.action,
-        status="completed",
-        job_id=task.job.job_id,
-        reason=task.progress.reason if task.progress else None,
-        archives=stored,
-        submitted_at=task.job.submitted_at,
-        completed_at=rt.now(),
-        checks=task.job.checks,
-    )
-    payload = outcome.model_dump(mode="json")
-    rt.store.put_json(outcome_key(task.request_id, task.vendor, task.action.value), payload)
-    return payload
+    return stored
 
 
 # --- finalize ---------------------------------------------------------------------------------------------
 
 
+# Errors raised by AWS itself, by name: a fixed explanation each (their Cause is AWS's text, not ours).
+AWS_ERRORS = {
+    "Sandbox.Timedout": "the task function ran out of time",
+    "Lambda.Unknown": "the task function ended abnormally (out of time or memory)",
+    "Lambda.ClientExecutionTimeoutException": "the task function ran out of time",
+    "Lambda.ServiceException": "AWS Lambda failed to run the task",
+    "Lambda.AWSLambdaException": "AWS Lambda failed to run the task",
+    "Lambda.SdkClientException": "AWS Lambda could not be reached",
+    "Lambda.TooManyRequestsException": "AWS Lambda throttled the task",
+    "States.Timeout": "the task timed out",
+    "States.TaskFailed": "the task failed",
+    "States.DataLimitExceeded": "the task's result was too large for Step Functions",
+    "States.Runtime": "Step Functions could not process the task's result",
+}
+
+
+def _our_error_names() -> set[str]:
+    names: set[str] = set()
+    todo: list[type] = [DsrError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
 def failure_reason(error: dict[str, Any] | None) -> tuple[str | None, str]:
-    """(error name, message) from a Catch's {"Error", "Cause"}; a Lambda error's Cause is its JSON payload."""
+    """(error name, message) from a Catch's {"Error", "Cause"}; a Lambda error's Cause is its JSON payload.
+
+    Allow-listed: our own errors' messages are built from the allow-list where they are raised (and capped);
+    AWS's errors get fixed wording by name; anything else is reported by a fixed phrase only.
+    """
     if not error:
         return None, "failed without a recorded reason"
     name = error.get("Error")
@@ -133,29 +394,42 @@ def failure_reason(error: dict[str, Any] | None) -> tuple[str | None, str]:
         parsed = json.loads(cause)
     except (TypeError, ValueError):
         parsed = None
-    if isinstance(parsed, dict) and parsed.get("errorMessage"):
-        return parsed.get("errorType") or name, str(parsed["errorMessage"])
-    return name, cause or f"{name} without a message"
+    if isinstance(parsed, dict):
+        name = parsed.get("errorType") or name
+    if name in _our_error_names():
+        message = parsed.get("errorMessage") if isinstance(parsed, dict) else None
+        return name, cap(str(message or f"{name} without a message"), MESSAGE_LIMIT + 200)
+    if name in AWS_ERRORS:
+        return name, f"{AWS_ERRORS[name]} ({name}); re-run the vendor"
+    return "TaskFailed", "the task failed with an error dsrflow does not recognise; see the execution's events"
 
 
-def _outcome(raw: dict[str, Any]) -> ActionOutcome:
+def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome:
+    state = raw.get("job_state") or {}  # the failed job's bookkeeping (the Record ... failure states pass it)
+    if isinstance(state, dict) and state.get("possible_duplicate"):
+        raw = {**raw, "possible_duplicate": True}
     if raw.get("status") == "failed" and raw.get("error") is not None and not isinstance(raw["error"], str):
         name, message = failure_reason(raw["error"])
         raw = {**raw, "error": name, "reason": raw.get("reason") or message}
-    return ActionOutcome.model_validate(raw)
+    outcome = ActionOutcome.model_validate(raw)
+    keys = vendor_said.keys(rt.store, request_id, outcome.vendor, outcome.action.value)
+    return outcome.model_copy(update={"vendor_said": keys}) if keys else outcome
 
 
 def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     execution = ExecutionInput.model_validate(payload)
-    outcomes = [_outcome(r) for vendor_results in payload.get("results", []) for r in vendor_results]
+    outcomes = [
+        _outcome(r, rt, execution.request_id) for vendor_results in payload.get("results", []) for r in vendor_results
+    ]
     outcomes += [
         ActionOutcome(vendor=s.vendor, action=s.action, status="skipped", reason=s.reason) for s in execution.skipped
     ]
     outcomes.sort(key=lambda o: (o.vendor, 0 if o.action == Action.EXPORT else 1))
-    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("completed", "failed", "skipped")}
-    if outcomes and counts["completed"] == len(outcomes):
+    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("completed", "planned", "failed", "skipped")}
+    done = counts["completed"] + counts["planned"]
+    if outcomes and done == len(outcomes):
         status = "completed"
-    elif counts["completed"] == 0:
+    elif done == 0:
         status = "failed"
     else:
         status = "partially_failed"
@@ -163,6 +437,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     manifest = Manifest(
         request_id=execution.request_id,
         status=status,
+        dry_run=execution.dry_run,
         received_at=execution.received_at,
         deadline=execution.deadline,
         finished_at=finished,
@@ -184,6 +459,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
                         {
                             "request_id": manifest.request_id,
                             "status": manifest.status,
+                            "dry_run": manifest.dry_run,
                             "counts": manifest.counts,
                             "manifest": {"bucket": rt.store.bucket, "key": manifest.manifest_key},
                         }
@@ -194,4 +470,4 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     return manifest.summary()
 
 
-__all__ = ["Runtime", "submit", "check", "collect", "finalize", "ErasureWithheld"]
+__all__ = ["Runtime", "submit", "check", "collect", "finalize", "ErasureWithheld", "STEP_NAMES"]

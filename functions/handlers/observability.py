@@ -3,12 +3,15 @@ Logs carry ids, vendors, actions and statuses, never PII."""
 
 from __future__ import annotations
 
+import traceback
 from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from core.errors import DsrError, TaskCrashed
+from core.http import invocation_deadline
 from core.models import ActionTask
 from core.runtime import runtime
 from core.tasks import Runtime
@@ -20,19 +23,43 @@ metrics = Metrics(service="dsrflow")
 
 
 def job_task(step: Callable[[ActionTask, Runtime], dict[str, Any]]) -> Callable[[dict, LambdaContext], dict]:
-    """A Lambda handler for one job-loop step: parse the task, run the step, log the outcome."""
+    """A Lambda handler for one job-loop step: parse the task, run the step inside the Lambda's remaining time,
+    log the outcome.
+
+    Every failure leaves as a named error whose message starts with the vendor and the step ("elevate check:
+    …"), so the manifest and the console say where it broke. An exception dsrflow did not anticipate becomes
+    TaskCrashed naming only its type and where it was raised: its own text may quote personal data.
+    """
+    name = step.__name__
 
     @logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)
     @tracer.capture_lambda_handler
     @metrics.log_metrics
     def handler(event: dict, context: LambdaContext) -> dict:
         task = ActionTask.model_validate(event)
-        logger.append_keys(vendor=task.vendor, action=task.action.value)
-        result = step(task, runtime())
+        logger.append_keys(vendor=task.vendor, action=task.action.value, step=name)
+        try:
+            with invocation_deadline(context.get_remaining_time_in_millis() / 1000):
+                result = step(task, runtime())
+        except DsrError as exc:
+            own = exc.message.removeprefix(f"{task.vendor}: ")
+            exc.with_message(f"{task.vendor} {name}: {own}")
+            logger.warning(f"{name} failed", extra={"error": type(exc).__name__})
+            metrics.add_metric(name=f"{task.vendor}.{name}.error", unit=MetricUnit.Count, value=1)
+            raise
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+            logger.error(f"{name} crashed", extra={"error": type(exc).__name__, "where": at.strip()})
+            metrics.add_metric(name=f"{task.vendor}.{name}.error", unit=MetricUnit.Count, value=1)
+            raise TaskCrashed(
+                f"{task.vendor} {name}: unexpected {type(exc).__name__}{at}; the workflow retries once, "
+                "then records the failure (report it with the request id)"
+            ) from None
         status = (result.get("progress") or {}).get("status") or result.get("status") or "submitted"
-        logger.info(f"{step.__name__} done", extra={"status": status})
+        logger.info(f"{name} done", extra={"status": status})
         # Vendor in the name, not as a dimension: dimensions are per-container state, metrics per call.
-        metrics.add_metric(name=f"{task.vendor}.{step.__name__}.{status}", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=f"{task.vendor}.{name}.{status}", unit=MetricUnit.Count, value=1)
         for archive in result.get("archives") or []:
             metrics.add_metric(name=f"{task.vendor}.archive_bytes", unit=MetricUnit.Bytes, value=archive["bytes"])
         return result

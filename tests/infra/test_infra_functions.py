@@ -80,6 +80,9 @@ def test_functions_log_to_their_own_group_with_retention(synth):
 def test_sizing(synth):
     collect = synth.function("collect")[1]["Properties"]
     assert collect["Timeout"] == 900 and collect["MemorySize"] >= 1769
+    # The zip spool (core/verify.py) lives in /tmp: the limit must fit with room for the Bloomreach spool.
+    spool = int(collect["Environment"]["Variables"]["ARCHIVE_SPOOL_LIMIT_MB"])
+    assert collect["EphemeralStorage"]["Size"] >= spool + 400
     for name in HANDLERS:
         props = synth.function(name)[1]["Properties"]
         assert props["Timeout"] <= 900
@@ -183,8 +186,8 @@ def test_key_policy_grants_nothing_to_the_functions(synth):
 # KMS-encrypted dead-letter queue (GenerateDataKey, Decrypt).
 KMS_ACTIONS = {
     "intake": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts request.json; DLQ
-    "submit": {"kms:Decrypt"},  # reads request.json, outcome.json, its vendor secret
-    "check": {"kms:Decrypt"},  # reads request.json, its vendor secret
+    "submit": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, outcome.json; submission.json
+    "check": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, its vendor secret; vendor-said
     "collect": {"kms:Decrypt", "kms:GenerateDataKey"},  # multipart archives, outcome.json; vendor secret
     "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads outcomes, puts the manifest (both copies)
 }
@@ -207,8 +210,12 @@ def test_kms_access_is_exactly_what_the_handler_does(synth, name):
 # What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py), per prefix.
 S3_OBJECT_ACTIONS = {
     "intake": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:GetObject"}},
-    "submit": {"requests": {"s3:GetObject"}},
-    "check": {"requests": {"s3:GetObject"}},
+    "submit": {
+        "requests": {"s3:GetObject"},
+        "requests/*/submission.json": {"s3:PutObject"},
+        "requests/*/vendor-said/*": {"s3:PutObject"},
+    },
+    "check": {"requests": {"s3:GetObject"}, "requests/*/vendor-said/*": {"s3:PutObject"}},
     "collect": {"requests": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}},
     "finalize": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:PutObject"}},
 }
@@ -217,9 +224,10 @@ S3_OBJECT_ACTIONS = {
 @pytest.mark.parametrize("name", HANDLERS)
 def test_s3_access_is_exactly_what_the_handler_does(synth, name):
     bucket_id, _ = synth.archive_bucket()
+    patterns = ("requests/*/submission.json", "requests/*/vendor-said/*")
     prefixes = {
         p: {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{p}/*"]]} for p in ("requests", "proof")
-    }
+    } | {p: {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{p}"]]} for p in patterns}
     granted: dict[str, set[str]] = {}
     for statement in synth.role_statements(_role_of(synth, name)):
         s3_actions = [a for a in synth.actions(statement) if a.startswith("s3:")]
@@ -228,9 +236,12 @@ def test_s3_access_is_exactly_what_the_handler_does(synth, name):
         if s3_actions == ["s3:ListBucket"]:
             assert statement["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
             continue
-        prefix = next((p for p, arn in prefixes.items() if statement["Resource"] == arn), None)
-        assert prefix is not None, f"{name}: object actions outside requests/ and proof/"
-        granted.setdefault(prefix, set()).update(s3_actions)
+        # CDK merges statements that share their actions: one statement may name several key patterns.
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in resources:
+            prefix = next((p for p, arn in prefixes.items() if resource == arn), None)
+            assert prefix is not None, f"{name}: object actions outside requests/ and proof/"
+            granted.setdefault(prefix, set()).update(s3_actions)
     assert granted == S3_OBJECT_ACTIONS[name]
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import re
 
-from core.errors import TRANSIENT_ERRORS
+import core.errors
+from core.errors import TRANSIENT_ERRORS, DsrError
+from core.tasks import AWS_ERRORS
 from statemachines import ASL_FILE as ASL
 from statemachines import SUBSTITUTIONS
 
-
+# Re-running these is safe (submit reconciles with its submission record, check only reads, collect reuses
+# a stored archive), so each is retried exactly once on the errors that say "the function died".
+RERUN_ONCE = {"Lambda.Unknown", "Sandbox.Timedout", "Lambda.ClientExecutionTimeoutException", "TaskCrashed"}
 
 def walk(states: dict):
     for name, state in states.items():
@@ -40,6 +44,36 @@ def test_vendor_tasks_retry_the_transient_errors_by_name():
         assert "VendorTransientError" in retried
     collect = {e for r in states["Collect archives"]["Retry"] for e in r["ErrorEquals"]}
     assert set(TRANSIENT_ERRORS) <= collect
+    for name in ("Submit vendor job", "Check vendor job"):
+        retried = {e for r in states[name]["Retry"] for e in r["ErrorEquals"]}
+        assert set(TRANSIENT_ERRORS) - {"ArchiveTransferError"} <= retried
+
+
+def test_job_tasks_rerun_once_when_the_function_died():
+    states = {n: s for n, s, _ in walk(json.loads(ASL.read_text())["States"])}
+    for name in ("Submit vendor job", "Check vendor job", "Collect archives"):
+        once = [r for r in states[name]["Retry"] if RERUN_ONCE & set(r["ErrorEquals"])]
+        assert len(once) == 1 and set(once[0]["ErrorEquals"]) == RERUN_ONCE, name
+        assert once[0]["MaxAttempts"] == 1, name
+        # A vendor's refusal is final: retrying VendorError would only repeat it (and re-create jobs).
+        assert not any({"VendorError", "States.ALL", "States.TaskFailed"} & set(r["ErrorEquals"]) for r in states[name]["Retry"])
+
+
+def test_every_error_name_is_raised_by_the_code_or_documented_by_aws():
+    ours = {cls.__name__ for cls in vars(core.errors).values() if isinstance(cls, type) and issubclass(cls, DsrError)}
+    for name, state, _ in walk(json.loads(ASL.read_text())["States"]):
+        for rule in state.get("Retry", []) + state.get("Catch", []):
+            for error in rule["ErrorEquals"]:
+                assert error in ours or error in AWS_ERRORS or error == "States.ALL", f"{name}: {error}"
+
+
+def test_failures_are_recorded_with_their_step():
+    states = {n: s for n, s, _ in walk(json.loads(ASL.read_text())["States"])}
+    expected = {"Submit vendor job": "submit", "Check vendor job": "check", "Collect archives": "collect"}
+    for task, step in expected.items():
+        target = states[task]["Catch"][0]["Next"]
+        assert states[target]["Parameters"]["step"] == step, task
+    assert states["Record vendor failure"]["Parameters"]["step"] == "check"
 
 
 def test_every_next_exists_and_waits_use_the_connector_schedule():

@@ -11,11 +11,15 @@ from core.tasks import failure_reason, finalize
 class FakeStore:
     bucket = "b"
 
-    def __init__(self):
+    def __init__(self, keys=None):
         self.manifest = None
+        self.keys = keys or []
 
     def put_manifest(self, manifest):
         self.manifest = manifest
+
+    def list_keys(self, prefix):
+        return [k for k in self.keys if k.startswith(prefix)]
 
 
 class FakeEvents:
@@ -59,8 +63,22 @@ def test_caught_lambda_error_becomes_a_readable_reason():
         "VendorAuthError",
         "qualifio: GET /v1/gdpr/profiles was refused with HTTP 403",
     )
-    assert failure_reason({"Error": "States.Timeout", "Cause": "timed out"}) == ("States.Timeout", "timed out")
     assert failure_reason(None)[1] == "failed without a recorded reason"
+
+
+def test_aws_errors_get_fixed_wording_and_unknown_ones_are_not_quoted():
+    # AWS's own Cause text is not ours to keep: each documented name gets a fixed explanation.
+    name, message = failure_reason({"Error": "States.Timeout", "Cause": "timed out for ada@example.com"})
+    assert name == "States.Timeout" and message == "the task timed out (States.Timeout); re-run the vendor"
+    cause = json.dumps({"errorMessage": "RequestId: x Error: Task timed out", "errorType": "Sandbox.Timedout"})
+    assert failure_reason({"Error": "Sandbox.Timedout", "Cause": cause})[0] == "Sandbox.Timedout"
+    # A name nobody documented (e.g. an unhandled exception of a library) is reported by a fixed phrase only.
+    leaked = {"Error": "KeyError", "Cause": json.dumps({"errorMessage": "'ada@example.com'", "errorType": "KeyError"})}
+    name, message = failure_reason(leaked)
+    assert name == "TaskFailed" and "ada@example.com" not in message
+    # Our own errors keep their (allow-listed) message, capped.
+    huge = {"Error": "VendorError", "Cause": json.dumps({"errorMessage": "x" * 100_000, "errorType": "VendorError"})}
+    assert len(failure_reason(huge)[1]) <= 800
 
 
 def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
@@ -69,7 +87,7 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
     failed = {"vendor": "qualifio", "action": "export", "status": "failed", "error": LAMBDA_ERROR}
     summary = finalize({**BASE, "results": [[DONE], [failed]]}, rt)
     assert summary["status"] == "partially_failed"
-    assert summary["counts"] == {"completed": 1, "failed": 1, "skipped": 0}
+    assert summary["counts"] == {"completed": 1, "planned": 0, "failed": 1, "skipped": 0}
     q = next(o for o in summary["outcomes"] if o["vendor"] == "qualifio")
     assert q["error"] == "VendorAuthError" and "HTTP 403" in q["reason"]
     assert rt.store.manifest.manifest_key == "requests/r1/manifest.json"
@@ -77,6 +95,7 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
     assert detail == {
         "request_id": "r1",
         "status": "partially_failed",
+        "dry_run": False,
         "counts": summary["counts"],
         "manifest": {"bucket": "b", "key": "requests/r1/manifest.json"},
     }
@@ -105,9 +124,40 @@ def test_nothing_completed_is_failed_and_skips_are_reported():
             "job_id": None,
             "reason": "no customer_key given",
             "error": None,
+            "step": None,
             "archives": [],
             "submitted_at": None,
             "completed_at": None,
             "checks": None,
+            "possible_duplicate": False,
+            "job_ids": [],
+            "planned_call": None,
+            "vendor_said": [],
         }
     ]
+
+
+def test_a_dry_run_with_planned_erasures_is_completed():
+    planned = {"vendor": "elevate", "action": "erase", "status": "planned", "planned_call": "POST /x?k={k}"}
+    payload = {**BASE, "dry_run": True, "vendors": [{"vendor": "elevate", "actions": ["export", "erase"]}]}
+    summary = finalize({**payload, "results": [[DONE, planned]]}, runtime())
+    assert summary["status"] == "completed" and summary["dry_run"] is True
+    assert summary["counts"] == {"completed": 1, "planned": 1, "failed": 0, "skipped": 0}
+
+
+def test_failed_outcomes_point_to_the_vendors_words_and_carry_a_possible_duplicate():
+    said = "requests/r1/qualifio/export/vendor-said/submit-20261124T000000000000Z.json"
+    rt = runtime()
+    rt.store = FakeStore(keys=[said, "requests/r1/elevate/export/outcome.json"])
+    failed = {
+        "vendor": "qualifio",
+        "action": "export",
+        "status": "failed",
+        "step": "check",
+        "error": LAMBDA_ERROR,
+        "job_state": {"possible_duplicate": True},
+    }
+    summary = finalize({**BASE, "results": [[DONE], [failed]]}, rt)
+    q = next(o for o in summary["outcomes"] if o["vendor"] == "qualifio")
+    assert q["vendor_said"] == [said] and q["possible_duplicate"] is True and q["step"] == "check"
+    assert next(o for o in summary["outcomes"] if o["vendor"] == "elevate")["vendor_said"] == []

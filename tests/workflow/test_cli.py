@@ -24,7 +24,7 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 def test_demo_runs_a_full_request_and_copies_the_archives_out(tmp_path):
     result = run_cli("demo", "--out", str(tmp_path), "--time-scale", str(4 * 86400))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ": completed ({'completed': 6, 'failed': 0, 'skipped': 0})" in result.stdout
+    assert ": completed ({'completed': 6, 'planned': 0, 'failed': 0, 'skipped': 0})" in result.stdout
     manifests = list(tmp_path.glob("requests/*/manifest.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())

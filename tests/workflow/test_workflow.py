@@ -7,7 +7,7 @@ import io
 import json
 import time
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -32,7 +32,7 @@ def test_export_and_erase_across_all_vendors(run_request):
 
         assert accepted["status"] == "accepted"
         assert summary["status"] == "completed", summary
-        assert summary["counts"] == {"completed": 6, "failed": 0, "skipped": 0}
+        assert summary["counts"] == {"completed": 6, "planned": 0, "failed": 0, "skipped": 0}
         # The manifest in the bucket is the execution's output, and its proof copy is the same record.
         assert json.loads(cloud.read("requests/dsr-all/manifest.json")) == summary
         assert json.loads(cloud.read(summary["proof_key"])) == summary
@@ -137,8 +137,10 @@ def test_duplicate_request_id_starts_one_execution(run_request):
     with local_run(vendors=("qualifio",)) as (cloud, _):
         request = {"request_id": "dsr-dup", "actions": ["export"], "subject": {"email": SAMPLE.email}}
         first = cloud.submit(request)
-        # A redelivery, even with another subject, must not start anything nor replace the stored subject.
-        second = cloud.submit({**request, "subject": {"email": "someone.else@example.com"}})
+        # A redelivery of the same request is a duplicate: nothing new starts.
+        second = cloud.submit(request)
+        # The same id with another subject is a different request: refused, nothing started or replaced.
+        status, conflict = cloud.api("POST", "/requests", {**request, "subject": {"email": "someone.else@example.com"}})
         cloud.wait("dsr-dup")
         executions = cloud.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
             "executions"
@@ -147,6 +149,7 @@ def test_duplicate_request_id_starts_one_execution(run_request):
 
     assert first["status"] == "accepted" and second["status"] == "duplicate"
     assert second["execution_arn"] == first["execution_arn"]
+    assert status == 409 and conflict["error"] == "conflict" and "someone.else" not in json.dumps(conflict)
     assert [e["name"] for e in executions] == ["dsr-dup"]
     assert stored["subject"]["email"] == SAMPLE.email
 
@@ -178,13 +181,15 @@ def test_bad_requests_are_rejected_naming_the_field():
 
 
 def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
+    # A receipt time a day ago (intake refuses times older than 92 days: past any lawful deadline).
+    received = (datetime.now(timezone.utc) - timedelta(days=1)).replace(microsecond=0)
     event = {
         "version": "0",
         "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
         "detail-type": "Data Subject Request",
         "source": "crm",
         "account": "123456789012",
-        "time": "2026-11-23T10:00:00Z",
+        "time": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": "eu-west-1",
         "resources": [],
         "detail": {"actions": ["export"], "subject": {"email": SAMPLE.email}, "vendors": ["qualifio"]},
@@ -200,7 +205,7 @@ def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
 
     assert first["request_id"] == f"evt-{event['id']}" and first["status"] == "accepted"
     # The GDPR month starts when the CRM received the request (the event's time), not when intake ran.
-    assert first["deadline"].startswith("2026-12-23T10:00:00")
+    assert first["deadline"].startswith((received + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S"))
     assert again["status"] == "duplicate"
     assert execution["status"] == "SUCCEEDED"
 

@@ -1,7 +1,7 @@
 """Run every bench/bench_*.py module's main() and let each print its figures.
 
-    python -m bench                  all of them
-    python -m bench archive_store    only bench_archive_store
+python -m bench                  all of them
+python -m bench archive_store    only bench_archive_store
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ import tempfile
 import time
 import tracemalloc
 import zipfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 from moto import mock_aws
@@ -134,8 +135,15 @@ def _write_zip(path: str, total: int, deflated: bool) -> None:
                 while written < total // 8:
                     if deflated:  # distinct rows, so it compresses like real data, not like one row repeated
                         block = b"".join(
-                            json.dumps({"id": written + n, "email": f"user{rng.randrange(10**6)}@example.com",
-                                        "score": rng.random(), "events": ["view", "click"]}).encode() + b"\n"
+                            json.dumps(
+                                {
+                                    "id": written + n,
+                                    "email": f"user{rng.randrange(10**6)}@example.com",
+                                    "score": rng.random(),
+                                    "events": ["view", "click"],
+                                }
+                            ).encode()
+                            + b"\n"
                             for n in range(1000)
                         )
                     else:
@@ -154,9 +162,15 @@ def _verification_table(sink: Any) -> None:
             size = os.path.getsize(path)
             rates, peaks = {}, {}
             for kind in ("bytes", "zip"):
-                def run() -> None:
-                    stored = store_archive(sink, BUCKET, "k", "alias/bench",
-                                           Archive("a.zip", "application/zip", _file_chunks(path), kind=kind))
+
+                def run(path: str = path, kind: str = kind, size: int = size) -> None:  # bound now: B023
+                    stored = store_archive(
+                        sink,
+                        BUCKET,
+                        "k",
+                        "alias/bench",
+                        Archive("a.zip", "application/zip", _file_chunks(path), kind=kind),
+                    )
                     if stored.bytes != size:  # a broken run must not print plausible figures
                         raise RuntimeError(f"stored {stored.bytes} bytes of {size}")
 
@@ -170,8 +184,11 @@ def _verification_table(sink: Any) -> None:
                     peaks[kind] = tracemalloc.get_traced_memory()[1]
                 finally:
                     tracemalloc.stop()
-            print(f"{label:>22} {size / MIB:>5.0f} MiB {rates['bytes']:>12.0f} {rates['zip']:>10.0f} "
-                  f"{peaks['bytes'] / MIB:>7.1f} MiB {peaks['zip'] / MIB:>5.1f} MiB", flush=True)
+            print(
+                f"{label:>22} {size / MIB:>5.0f} MiB {rates['bytes']:>12.0f} {rates['zip']:>10.0f} "
+                f"{peaks['bytes'] / MIB:>7.1f} MiB {peaks['zip'] / MIB:>5.1f} MiB",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -190,15 +207,17 @@ def main() -> None:
                 yield size_mib, _measure(s3, key_id, pool, size_mib)
                 s3.delete_object(Bucket=BUCKET, Key=f"requests/bench/vendor/export/{size_mib}.zip")
 
-        _table("into moto S3 in-process, SSE-KMS (whole call includes moto assembling the object in memory)",
-               moto_rows())
+        _table(
+            "into moto S3 in-process, SSE-KMS (whole call includes moto assembling the object in memory)", moto_rows()
+        )
 
     # Outside mock_aws: moto's hook is off, the sink answers instead. Dummy credentials for the signer.
     sink = DiscardingS3(REGION).client
     store_archive(sink, BUCKET, "warmup", "alias/bench", Archive("w", "application/zip", _chunks(MIB, pool)))
     print()
-    _table("real botocore, bodies drained and dropped at the HTTP layer (what a Lambda holds)",
-           ((size_mib, _measure(sink, "alias/bench", pool, size_mib)) for size_mib in SIZES_MIB))
+    _table(
+        "real botocore, bodies drained and dropped at the HTTP layer (what a Lambda holds)",
+        ((size_mib, _measure(sink, "alias/bench", pool, size_mib)) for size_mib in SIZES_MIB),
+    )
     print()
     _verification_table(sink)
-

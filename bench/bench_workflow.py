@@ -39,16 +39,20 @@ def run_once(time_scale: float) -> None:
         summary = json.loads(execution["output"])
         transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         lambda_calls = sum(1 for e in history if e["type"] == "TaskScheduled")
-        print(f"time scale {time_scale:>9,.0f}x: {summary['status']}, wall {wall:5.1f} s, "
-              f"{transitions} state transitions, {len(history)} history events, {lambda_calls} Lambda invocations")
+        print(
+            f"time scale {time_scale:>9,.0f}x: {summary['status']}, wall {wall:5.1f} s, "
+            f"{transitions} state transitions, {len(history)} history events, {lambda_calls} Lambda invocations"
+        )
         for name, sim in sims.items():
             calls = sim.calls
             polls = len(sim.calls_to(STATUS_CALLS[name]))
             span = (max(c.at for c in calls) - min(c.at for c in calls)) if calls else timedelta()
             naive = int(span / timedelta(minutes=5))
             ratio = f"{naive / polls:,.0f}x fewer" if polls else "no polling"
-            print(f"    {name:<11} {len(calls):3d} HTTP calls, {polls:3d} status polls over "
-                  f"{span.total_seconds() / 86400:4.1f} vendor days (a 5-minute poller: {naive:,}; {ratio})")
+            print(
+                f"    {name:<11} {len(calls):3d} HTTP calls, {polls:3d} status polls over "
+                f"{span.total_seconds() / 86400:4.1f} vendor days (a 5-minute poller: {naive:,}; {ratio})"
+            )
 
 
 def main() -> None:

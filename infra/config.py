@@ -30,10 +30,27 @@ LAMBDA_ARCH = "aarch64"  # arm64 (Graviton): cheaper per GB-second, and every de
 
 # CloudWatch Logs accepts only these retention periods (days -> aws_logs.RetentionDays member).
 _LOG_RETENTION = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
-    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
-    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
-    1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }
 
@@ -127,7 +144,7 @@ def _vendors(node: Node) -> tuple[str, ...]:
         except ValueError:
             raise DeployConfigError(f"context 'vendors' is not a JSON list: {value!r}") from None
     if not isinstance(value, list) or not value:
-        raise DeployConfigError("context 'vendors' must be a non-empty list such as [\"elevate\",\"qualifio\"]")
+        raise DeployConfigError('context \'vendors\' must be a non-empty list such as ["elevate","qualifio"]')
     vendors = tuple(str(v).strip() for v in value)
     if len(set(vendors)) != len(vendors):
         raise DeployConfigError(f"context 'vendors' repeats a vendor: {list(vendors)}")

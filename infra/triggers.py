@@ -78,9 +78,7 @@ class Triggers(Construct):
         if config.api_gateway_cloudwatch_role:
             api.deployment_stage.node.add_dependency(self._logging_role())
 
-        validator = api.add_request_validator(
-            "Validator", validate_request_body=True, validate_request_parameters=True
-        )
+        validator = api.add_request_validator("Validator", validate_request_body=True, validate_request_parameters=True)
         # A first, cheap gate; intake's pydantic model gives the field-by-field answer (core/models.py).
         body = api.add_model(
             "DsrRequestModel",
@@ -162,9 +160,7 @@ class Triggers(Construct):
         account.apply_removal_policy(RemovalPolicy.RETAIN)
         return account
 
-    def _crm_rule(
-        self, config: Config, intake: lambda_.Function, key: kms.Key
-    ) -> tuple[sqs.Queue, events.Rule]:
+    def _crm_rule(self, config: Config, intake: lambda_.Function, key: kms.Key) -> tuple[sqs.Queue, events.Rule]:
         stack = Stack.of(self)
         # A fixed name, so the key policy below can name the rule without a dependency cycle
         # (key policy -> rule -> its DLQ -> key).
@@ -186,16 +182,12 @@ class Triggers(Construct):
             rule_name=rule_name,
             description="dsrflow: data-subject requests from the CRM",
             event_bus=self.event_bus,
-            event_pattern=events.EventPattern(
-                source=[config.crm_event_source], detail_type=[config.crm_detail_type]
-            ),
+            event_pattern=events.EventPattern(source=[config.crm_event_source], detail_type=[config.crm_detail_type]),
         )
         # Delivery retries: a DSR must survive a Lambda outage or throttling of up to a day; then the DLQ
         # (and its alarm) take over.
         rule.add_target(
-            targets.LambdaFunction(
-                intake, dead_letter_queue=dlq, max_event_age=Duration.hours(24), retry_attempts=185
-            )
+            targets.LambdaFunction(intake, dead_letter_queue=dlq, max_event_age=Duration.hours(24), retry_attempts=185)
         )
         # EventBridge invokes Lambda asynchronously: once delivered, a failing invocation is retried by Lambda
         # and would then be dropped. Send those to the same DLQ (intake is idempotent per event id). An L1

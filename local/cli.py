@@ -15,8 +15,10 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from local.simulators import SIMULATORS, simulator_class
 from local.simulators.data import SAMPLE
@@ -29,9 +31,7 @@ def _parse_ids(values: list[str]) -> dict[str, str]:
     for item in values:
         id_type, sep, value = item.partition("=")
         if not sep or not id_type or not value:
-            raise argparse.ArgumentTypeError(
-                f"--customer-id wants TYPE=VALUE (e.g. registered=crm-1001), got {item!r}"
-            )
+            raise argparse.ArgumentTypeError(f"--customer-id wants TYPE=VALUE (e.g. registered=crm-1001), got {item!r}")
         ids[id_type] = value
     return ids
 
@@ -65,7 +65,7 @@ def vendor_credentials(args: argparse.Namespace, wanted: list[str] | None) -> It
         try:
             creds = json.loads(Path(args.vendors_file).read_text())
         except (OSError, ValueError) as exc:
-            raise SystemExit(_usage(f"--vendors-file {args.vendors_file}: {exc}"))
+            raise SystemExit(_usage(f"--vendors-file {args.vendors_file}: {exc}")) from None
         if not isinstance(creds, dict):
             raise SystemExit(_usage("--vendors-file must hold a JSON object {vendor: credentials}"))
         yield creds
@@ -126,13 +126,13 @@ class ProgressPrinter:
         return f"{who} {status}{': ' + progress['reason'] if progress.get('reason') else ''}"
 
     def _vendor_wait(self, out: dict[str, Any]) -> str:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         try:
-            until = datetime.strptime(out["wait_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            until = datetime.strptime(out["wait_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except (KeyError, TypeError, ValueError):
             return ""
-        real = max((until - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        real = max((until - datetime.now(UTC)).total_seconds(), 0.0)
         if real < 1:
             return ""
         if self.time_scale == 1:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         status, body = cloud.api("POST", "/requests", request)
         if status not in (200, 202):
-            print("Request rejected (HTTP %d):" % status, file=sys.stderr)
+            print(f"Request rejected (HTTP {status}):", file=sys.stderr)
             if (body or {}).get("message"):  # a 409 conflict, or an internal error
                 print(f"  {body['message']}", file=sys.stderr)
             for f in (body or {}).get("fields", []):
@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
             if o.get("planned_call"):
                 print(f"      would send: {o['planned_call']}")
             if o.get("possible_duplicate"):
-                print(f"      possible duplicate vendor job; ids returned: {', '.join(o.get('job_ids') or []) or 'none'}")
+                print(
+                    f"      possible duplicate vendor job; ids returned: {', '.join(o.get('job_ids') or []) or 'none'}"
+                )
             for a in o["archives"]:
                 print(f"      s3://{cloud.bucket}/{a['key']}  {a['bytes']:,} bytes  sha256 {a['sha256'][:16]}…")
         print(f"  manifest: s3://{cloud.bucket}/{summary['manifest_key']}")
@@ -234,13 +236,15 @@ def parser() -> argparse.ArgumentParser:
             metavar="TYPE=VALUE",
             help="repeatable, e.g. registered=crm-1001",
         )
-        sp.add_argument(
-            "--actions", default="export,erase" if demo else "export", help="export, erase or export,erase"
-        )
+        sp.add_argument("--actions", default="export,erase" if demo else "export", help="export, erase or export,erase")
         sp.add_argument("--vendors", help="comma-separated; default: every configured vendor")
         sp.add_argument("--request-id")
         sp.add_argument("--justification")
-        sp.add_argument("--dry-run", action="store_true", help="dry run: nothing destructive reaches any vendor; erasures are planned, not sent")
+        sp.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="dry run: nothing destructive reaches any vendor; erasures are planned, not sent",
+        )
         sp.add_argument("--vendors-file", help='JSON {"elevate": {...}, "bloomreach": {...}, "qualifio": {...}}')
         sp.add_argument(
             "--time-scale",

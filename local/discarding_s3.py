@@ -10,7 +10,8 @@ only the storage, which S3 does on its side.
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 from botocore.awsrequest import AWSResponse

@@ -24,8 +24,9 @@ import sys
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 from statemachines import ASL_FILE, SUBSTITUTIONS
@@ -77,9 +78,7 @@ def _lambda_api_error(code: str) -> Exception:
     return error
 
 
-def _dispatch(
-    backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
-):
+def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any):
     fn = backend.get_function(function_name, qualifier)
     module_name, attr = fn.handler.rsplit(".", 1)
     handler: Callable = getattr(importlib.import_module(module_name), attr)
@@ -151,7 +150,7 @@ class LocalCloud:
         self.secrets: dict[str, str] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
-    def __enter__(self) -> "LocalCloud":
+    def __enter__(self) -> LocalCloud:
         import moto
         from moto import mock_aws
         from moto.awslambda.models import LambdaBackend
@@ -372,9 +371,7 @@ class LocalCloud:
     def objects(self, request_id: str) -> list[str]:
         s3 = self.client("s3")
         keys = []
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"requests/{request_id}/"
-        ):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"requests/{request_id}/"):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
 

@@ -22,9 +22,10 @@ bucket by reference.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar, Iterator, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -122,19 +123,19 @@ class Progress(BaseModel):
         return value if value is None or len(value) <= limit else value[: limit - 1] + "…"
 
     @classmethod
-    def pending(cls, next_check_at: datetime, reason: str, vendor_status: str | None = None) -> "Progress":
+    def pending(cls, next_check_at: datetime, reason: str, vendor_status: str | None = None) -> Progress:
         return cls(status="pending", next_check_at=next_check_at, reason=reason, vendor_status=vendor_status)
 
     @classmethod
-    def ready(cls, reason: str | None = None, vendor_status: str | None = None) -> "Progress":
+    def ready(cls, reason: str | None = None, vendor_status: str | None = None) -> Progress:
         return cls(status="ready", reason=reason, vendor_status=vendor_status)
 
     @classmethod
-    def failed(cls, reason: str, vendor_status: str | None = None) -> "Progress":
+    def failed(cls, reason: str, vendor_status: str | None = None) -> Progress:
         return cls(status="failed", reason=reason, vendor_status=vendor_status)
 
     @classmethod
-    def needs_approval(cls, next_check_at: datetime, reason: str, vendor_status: str | None = None) -> "Progress":
+    def needs_approval(cls, next_check_at: datetime, reason: str, vendor_status: str | None = None) -> Progress:
         return cls(status="needs_approval", next_check_at=next_check_at, reason=reason, vendor_status=vendor_status)
 
 
@@ -169,7 +170,7 @@ class Archive:
             self._close()
             self._close = None
 
-    def __enter__(self) -> "Archive":
+    def __enter__(self) -> Archive:
         return self
 
     def __exit__(self, *exc: Any) -> None:

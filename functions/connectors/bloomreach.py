@@ -24,8 +24,9 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import IO, Annotated, Any, Callable, ClassVar, Iterator, Literal, Union
+from typing import IO, Annotated, Any, ClassVar, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, field_validator
@@ -95,7 +96,7 @@ class PropertyAttribute(_Strict):
     property: str = Field(min_length=1)
 
 
-Attribute = Annotated[Union[IdAttribute, PropertyAttribute], Field(discriminator="type")]
+Attribute = Annotated[IdAttribute | PropertyAttribute, Field(discriminator="type")]
 
 
 class SomeAttributes(_Strict):
@@ -127,8 +128,8 @@ class BulkExportOptions(_Strict):
     """The body of `export` (export all customers)."""
 
     format: Literal["csv", "table_json", "native_json"]  # native_json: what older clients send
-    attributes: Annotated[Union[SomeAttributes, AllAttributes], Field(discriminator="type")] = AllAttributes()
-    filter: Annotated[Union[SegmentFilter, AllFilter], Field(discriminator="type")] = AllFilter()
+    attributes: Annotated[SomeAttributes | AllAttributes, Field(discriminator="type")] = AllAttributes()
+    filter: Annotated[SegmentFilter | AllFilter, Field(discriminator="type")] = AllFilter()
     # When filter and attributes are evaluated (unix seconds; the vendor documents int32). None: now.
     execution_time: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
     timezone: str = "UTC"
@@ -365,7 +366,8 @@ class BloomreachConnector:
         return self.http.json("POST", self._url(suffix), call=call, destructive=destructive, **self._args(body))
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
-        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]
+        # Not a with-block: the spool outlives this call (it is the archive handed on), closed by its owner.
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]  # noqa: SIM115
         size = 0
         what = f"{self.name}: the export-one answer"
         try:

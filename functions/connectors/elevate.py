@@ -99,7 +99,7 @@ class ElevateCredentials(Credentials):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _one_auth_mode(self) -> "ElevateCredentials":
+    def _one_auth_mode(self) -> ElevateCredentials:
         # Raised as a ValidationError carrying the field's location, so parse_credentials names the field
         # (a plain ValueError here would have an empty location and be reported as "(secret)").
         basic = self.username is not None or self.password is not None
@@ -391,7 +391,6 @@ def _bounded_json(response: requests.Response) -> Any:
         return _NOT_JSON
     finally:
         response.close()
-
 
 
 def _text(value: Any) -> str:

@@ -416,7 +416,7 @@ class QualifioConnector:
             raise exc.with_message(
                 f"{self.name}: rule {rule_id} was created but could not be validated {on_failure} as the "
                 f"configured DPO user (dpo_user_id): {said}"
-            )
+            ) from None
         return True
 
     def _get_rule(self, rule_id: str, ctx: JobContext) -> _Rule:
@@ -484,7 +484,6 @@ class QualifioConnector:
 
 # A pydantic location made of our own field names and list positions (no dict keys from the answer).
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+)){0,5}")
-
 
 
 def _hide(ctx: JobContext) -> tuple[str, ...]:

@@ -43,7 +43,8 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import (
     ClientError,

@@ -8,13 +8,13 @@ by it, so both sides agree on "the next day" and "after 5 days of archiving".
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 TIME_SCALE_ENV = "DSRFLOW_TIME_SCALE"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def time_scale() -> float:
@@ -36,5 +36,5 @@ def scaled(duration: timedelta, scale: float | None = None) -> timedelta:
 def iso_z(moment: datetime) -> str:
     """The timestamp format Step Functions' Wait TimestampPath accepts: whole seconds, UTC, 'Z'."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

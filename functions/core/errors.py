@@ -40,7 +40,7 @@ class DsrError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def with_message(self, message: str) -> "DsrError":
+    def with_message(self, message: str) -> DsrError:
         """Replace the safe message in place (the handler prefixes vendor and step); returns self."""
         self.message = cap(message, MESSAGE_LIMIT)
         self.args = (self.message,)

@@ -48,10 +48,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
@@ -122,8 +123,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _error_body(response: requests.Response) -> bytes:
@@ -1066,6 +1067,4 @@ def checked(pieces: Iterable[bytes], what: str, length: int | None, retry_hint: 
             f"{what} broke off after {received} bytes ({type(exc).__name__}); nothing was stored{hint}"
         ) from None
     if length is not None and received != length:
-        raise ArchiveTransferError(
-            f"{what} ended after {received} of the announced {length} bytes; nothing was stored"
-        )
+        raise ArchiveTransferError(f"{what} ended after {received} of the announced {length} bytes; nothing was stored")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -122,9 +122,9 @@ def parse_received_at(value: Any, now: datetime) -> datetime:
     except ValueError:  # February 30th, hour 24, a leap second
         raise ValueError(RECEIVED_AT_FORMAT) from None
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     try:
-        moment = local.astimezone(timezone.utc)  # year 1 at +01:00 overflows here
+        moment = local.astimezone(UTC)  # year 1 at +01:00 overflows here
     except OverflowError:
         raise ValueError(RECEIVED_AT_RANGE) from None
     if not now - RECEIVED_AT_MAX_AGE <= moment <= now + RECEIVED_AT_MAX_AHEAD:
@@ -188,7 +188,7 @@ class RequestSubject(Subject):
         return value
 
     @model_validator(mode="after")
-    def _some_identifier(self) -> "RequestSubject":
+    def _some_identifier(self) -> RequestSubject:
         if not (self.email or self.customer_key or self.customer_ids):
             raise ValueError("needs at least one of email, customer_key, customer_ids")
         return self
@@ -252,7 +252,7 @@ class DsrRequest(BaseModel):
         if asked["vendors"] is not None:
             asked["vendors"] = sorted(asked["vendors"])
         if self.received_at is not None:
-            asked["received_at"] = self.received_at.astimezone(timezone.utc).isoformat()
+            asked["received_at"] = self.received_at.astimezone(UTC).isoformat()
         canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

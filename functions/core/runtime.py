@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import boto3
 
@@ -14,7 +14,7 @@ from core.store import Store
 from core.tasks import Runtime
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str):
     return boto3.client(service)
 

@@ -9,7 +9,6 @@ from aws_lambda_powertools.utilities import parameters
 from core.errors import ConfigError
 from core.settings import settings
 
-
 _KNOWN_CODES = ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException")
 
 

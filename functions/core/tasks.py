@@ -6,10 +6,11 @@ Every function takes a `Runtime` (store, connectors, clock) so tests can run it 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from connectors.base import Action, Connector, Job, JobContext, Progress
 from core import vendor_said

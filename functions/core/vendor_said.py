@@ -27,9 +27,7 @@ def prefix(request_id: str, vendor: str, action: str) -> str:
     return f"requests/{request_id}/{vendor}/{action}/vendor-said/"
 
 
-def keep(
-    store: "Store", request_id: str, vendor: str, action: str, step: str, said: list[tuple[str, str]]
-) -> str | None:
+def keep(store: Store, request_id: str, vendor: str, action: str, step: str, said: list[tuple[str, str]]) -> str | None:
     """Write `said` (what, text) pairs; returns the key, or None when there was nothing to keep.
 
     Never raises: losing the vendor's words must not lose the vendor's result (the message that goes on
@@ -50,16 +48,16 @@ def keep(
     }
     try:
         store.put_json(key, payload)
-    except Exception as exc:  # noqa: BLE001 - see the docstring
+    except Exception as exc:
         log.warning("could not keep the vendor's words", extra={"vendor": vendor, "error": type(exc).__name__})
         return None
     return key
 
 
-def keys(store: "Store", request_id: str, vendor: str, action: str) -> list[str]:
+def keys(store: Store, request_id: str, vendor: str, action: str) -> list[str]:
     """The objects kept for one vendor action, oldest first (keys sort by time)."""
     try:
         return store.list_keys(prefix(request_id, vendor, action))
-    except Exception as exc:  # noqa: BLE001 - a manifest without pointers beats no manifest
+    except Exception as exc:
         log.warning("could not list the vendor's words", extra={"vendor": vendor, "error": type(exc).__name__})
         return []

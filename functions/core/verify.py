@@ -39,8 +39,9 @@ import shutil
 import struct
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Literal
+from typing import IO, Any, Literal
 
 from core.errors import ArchiveInvalid, ArchiveTooLarge, ConfigError
 
@@ -102,7 +103,7 @@ class Verifier:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Verifier":
+    def __enter__(self) -> Verifier:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -181,7 +182,7 @@ class ZipVerifier(Verifier):
                 f"to verify the zip; {_RAISE_STORAGE}"
             )
         try:
-            self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="dsrflow-spool-", dir=directory)
+            self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="dsrflow-spool-", dir=directory)  # noqa: SIM115 (closed by close())
         except OSError:
             raise ConfigError("dsrflow", SPOOL_DIR_ENV, "is not a usable directory") from None
 
@@ -261,8 +262,7 @@ class ZipVerifier(Verifier):
                 raise self._invalid(f"member {i} of {n} is encrypted; an export must open without a password")
             if info.compress_type not in SUPPORTED_COMPRESSION:
                 raise self._invalid(
-                    f"member {i} of {n} uses compression method {info.compress_type}, which this function "
-                    "cannot verify"
+                    f"member {i} of {n} uses compression method {info.compress_type}, which this function cannot verify"
                 )
             declared += info.file_size
         if declared > MAX_UNCOMPRESSED_BYTES:
@@ -466,7 +466,8 @@ class JsonVerifier(Verifier):
             except ValueError:  # JSONDecodeError, UnicodeDecodeError: their text may quote the document
                 looks = self._looks_like()
                 raise self._invalid(
-                    f"{what} is an HTML page, not a JSON document" if looks == "an HTML page"
+                    f"{what} is an HTML page, not a JSON document"
+                    if looks == "an HTML page"
                     else f"{what} is not a JSON document"
                 ) from None
         if self.broken == "the document is truncated":

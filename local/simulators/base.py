@@ -73,10 +73,11 @@ import socket
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 LOGIN_PAGE = b"<html><body>Please log in</body></html>"
@@ -90,7 +91,7 @@ class VendorClock:
             raise ValueError("time scale must be positive")
         self.scale = scale
         self._real0 = time.monotonic()
-        self._vendor0 = start or datetime.now(timezone.utc)
+        self._vendor0 = start or datetime.now(UTC)
         self._offset = timedelta()
         self._lock = threading.Lock()
 
@@ -167,11 +168,11 @@ class Response:
     on_complete: Callable[[], None] | None = None
 
     @classmethod
-    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> "Response":
+    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return cls(status=status, body=json.dumps(payload).encode(), headers=headers or {})
 
     @classmethod
-    def text(cls, text: str, status: int) -> "Response":
+    def text(cls, text: str, status: int) -> Response:
         return cls(status=status, body=text.encode(), content_type="text/plain")
 
 
@@ -249,7 +250,7 @@ class Simulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         sim = self
 
         class Handler(_Handler):
@@ -271,7 +272,7 @@ class Simulator:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -405,7 +406,7 @@ def _fmt_seconds(value: float) -> str:
 class _Wire:
     """Writes to the client: at once, or one byte every `drip` seconds; can hold back the last byte."""
 
-    def __init__(self, handler: "_Handler", hold_last: bool):
+    def __init__(self, handler: _Handler, hold_last: bool):
         self._handler = handler
         self._hold_last = hold_last
         self._held = b""

@@ -35,9 +35,10 @@ import csv
 import io
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from local.simulators.base import Call, Faults, Request, Response, Route, Simulator
@@ -324,11 +325,7 @@ class BloomreachSimulator(Simulator):
         tz = _zone(body.get("timezone", "UTC"))
 
         with self.lock:  # a consistent snapshot; padding rows are generated while streaming
-            rows = [
-                _row(r, columns, at, tz)
-                for r in self.records
-                if wanted is None or segment_of(r, at) == wanted
-            ]
+            rows = [_row(r, columns, at, tz) for r in self.records if wanted is None or segment_of(r, at) == wanted]
         pad = self.pad_rows if wanted in (None, -1) else 0
         rows_iter = _chain_rows(rows, (_row(_padding(i), columns, at, tz) for i in range(pad)))
         if fmt == "csv":

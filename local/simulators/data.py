@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Customer:
         return hashlib.sha256(self.registered.encode()).hexdigest()
 
 
-_BASE = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
+_BASE = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 
 
 def _events(seed: int) -> tuple[dict, ...]:

@@ -289,7 +289,7 @@ class QualifioSimulator(Simulator):
         try:
             dpo = (req.json() or {}).get("dpo")
         except (ValueError, AttributeError):
-            return Response.json({"message": "body must be {\"dpo\": <user id>}"}, 400)
+            return Response.json({"message": 'body must be {"dpo": <user id>}'}, 400)
         if not isinstance(dpo, int) or isinstance(dpo, bool):
             return Response.json({"message": "dpo must be a user id"}, 400)
         if dpo != self.dpo_user_id:

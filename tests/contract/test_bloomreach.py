@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -294,8 +294,8 @@ def _purchased_by(customer, at: float) -> bool:
 
 
 # The seeded events run from 2026-09-02; evaluated early on 09-03 only some purchases have happened yet.
-EARLY = int(datetime(2026, 9, 3, 6, 0, tzinfo=timezone.utc).timestamp())
-LATER = int(datetime(2026, 9, 5, 0, 0, tzinfo=timezone.utc).timestamp())
+EARLY = int(datetime(2026, 9, 3, 6, 0, tzinfo=UTC).timestamp())
+LATER = int(datetime(2026, 9, 5, 0, 0, tzinfo=UTC).timestamp())
 ATTRIBUTES = SomeAttributes(
     items=(
         IdAttribute(id="registered"),
@@ -317,17 +317,25 @@ def test_bulk_export_csv_honours_attributes_segment_execution_time_and_timezone(
     assert (archive.name, archive.content_type) == ("bloomreach-export-all.csv", "text/csv")
     rows = list(csv.reader(io.StringIO(read(archive).decode())))
 
-    assert sim.received == [("export", {
-        "format": "csv",
-        "attributes": {"type": "some", "list": [
-            {"type": "id", "id": "registered"},
-            {"type": "property", "property": "email"},
-            {"type": "property", "property": "last_event_day"},
-        ]},
-        "filter": {"type": "segment", "segmentation_id": SEGMENTATION_ID, "segment_index": 0},
-        "execution_time": EARLY,
-        "timezone": "America/New_York",
-    })]
+    assert sim.received == [
+        (
+            "export",
+            {
+                "format": "csv",
+                "attributes": {
+                    "type": "some",
+                    "list": [
+                        {"type": "id", "id": "registered"},
+                        {"type": "property", "property": "email"},
+                        {"type": "property", "property": "last_event_day"},
+                    ],
+                },
+                "filter": {"type": "segment", "segmentation_id": SEGMENTATION_ID, "segment_index": 0},
+                "execution_time": EARLY,
+                "timezone": "America/New_York",
+            },
+        )
+    ]
     expected = [
         [c.registered, c.email, _last_event_day(c, EARLY, "America/New_York")]
         for c in CUSTOMERS
@@ -340,7 +348,8 @@ def test_bulk_export_csv_honours_attributes_segment_execution_time_and_timezone(
     # and the time zone does: the last event's calendar day differs between New York and UTC
     assert any(
         _last_event_day(c, EARLY, "America/New_York") != _last_event_day(c, EARLY, "UTC")
-        for c in CUSTOMERS if _purchased_by(c, EARLY)
+        for c in CUSTOMERS
+        if _purchased_by(c, EARLY)
     )
 
 
@@ -348,12 +357,15 @@ def test_bulk_export_table_json_with_defaults_and_a_segment(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
 
     everything = json.loads(read(connector.export_all(BulkExportOptions(format="table_json"))))
-    assert sim.received[-1] == ("export", {
-        "format": "table_json",
-        "attributes": {"type": "properties_and_ids"},
-        "filter": {"type": "all"},
-        "timezone": "UTC",
-    })
+    assert sim.received[-1] == (
+        "export",
+        {
+            "format": "table_json",
+            "attributes": {"type": "properties_and_ids"},
+            "filter": {"type": "all"},
+            "timezone": "UTC",
+        },
+    )
     fields = everything["fields"]
     assert {"registered", "cookie", "email", "first_name", "last_name"} <= set(fields)
     assert sorted(row[fields.index("email")] for row in everything["data"]) == sorted(c.email for c in CUSTOMERS)
@@ -371,11 +383,7 @@ def test_bulk_export_table_json_with_defaults_and_a_segment(sim, vendor_http):
     table = json.loads(read(archive))
     assert sim.received[-1] == ("export", options.to_body())
     assert sim.received[-1][1]["execution_time"] == LATER and sim.received[-1][1]["timezone"] == "Asia/Tokyo"
-    readers = [
-        c
-        for c in CUSTOMERS
-        if not _purchased_by(c, LATER) and _did(c, "newsletter_open", LATER)
-    ]
+    readers = [c for c in CUSTOMERS if not _purchased_by(c, LATER) and _did(c, "newsletter_open", LATER)]
     assert readers  # the seed holds at least one
     assert table == {
         "fields": ["registered", "email", "last_event_day"],
@@ -393,9 +401,9 @@ def test_bulk_export_rejected_by_the_vendor_for_a_bad_timezone_or_segmentation(s
         connector.export_all(BulkExportOptions(format="csv", timezone="Europe/Atlantis"))
     assert "timezone" in err.value.detail
     with pytest.raises(VendorError, match=r"^bloomreach: bulk export answered HTTP 400$") as err:
-        connector.export_all(BulkExportOptions(
-            format="csv", filter=SegmentFilter(segmentation_id="nope", segment_index=0)
-        ))
+        connector.export_all(
+            BulkExportOptions(format="csv", filter=SegmentFilter(segmentation_id="nope", segment_index=0))
+        )
     assert "Segmentation not found" in err.value.detail
 
 

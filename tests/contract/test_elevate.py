@@ -6,7 +6,7 @@ import io
 import json
 import uuid
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -19,7 +19,7 @@ from local.simulators.data import CUSTOMERS, SAMPLE
 from local.simulators.elevate import ElevateSimulator
 
 # 10:00 UTC: the "waiting until the next day" step is well clear of midnight.
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 EXPECTED_FILES = {"view": "recent_views.jsonl", "add_to_cart": "recent_atc.jsonl", "purchase": "recent_purchases.jsonl"}
 
 
@@ -225,8 +225,12 @@ def test_not_found_and_error_statuses_fail_with_the_job_named(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
     stranger = Job(
-        vendor="elevate", action=Action.EXPORT, job_id="ca24f00d-0000-4000-8000-000000000000",
-        submitted_at=ctx.now, next_check_at=ctx.now, deadline_at=ctx.now + timedelta(days=14),
+        vendor="elevate",
+        action=Action.EXPORT,
+        job_id="ca24f00d-0000-4000-8000-000000000000",
+        submitted_at=ctx.now,
+        next_check_at=ctx.now,
+        deadline_at=ctx.now + timedelta(days=14),
     )
     gone = check(conn, stranger, sim)
     assert (gone.status, gone.vendor_status) == ("failed", "not_found")

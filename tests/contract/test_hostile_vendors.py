@@ -12,8 +12,8 @@ refused before it is sent while `http.dry_run` is set.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -28,7 +28,7 @@ from local.simulators.data import SAMPLE, UNKNOWN_EMAIL
 from local.simulators.elevate import ElevateSimulator
 from local.simulators.qualifio import QualifioSimulator
 
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HUGE = 300 * 1024  # a 300 KB word or id
 
 # The whole subject: every vendor is asked with all of it, so no vendor can echo a value we do not check.
@@ -574,8 +574,12 @@ def test_qualifio_echo_on_fetch_stays_out_of_the_message(qualifio, vendor_http, 
 
 @pytest.mark.parametrize(
     "word",
-    [f"DENIED_{SAMPLE.email}", f"denied for {SAMPLE.email.upper()}", f"DENIED%20{quote(SAMPLE.email, safe='')}",
-     "X" * HUGE],
+    [
+        f"DENIED_{SAMPLE.email}",
+        f"denied for {SAMPLE.email.upper()}",
+        f"DENIED%20{quote(SAMPLE.email, safe='')}",
+        "X" * HUGE,
+    ],
     ids=["plain", "upper-case", "url-encoded", "300KB"],
 )
 def test_qualifio_an_undocumented_status_word_is_kept_privately(qualifio, vendor_http, word):
@@ -588,7 +592,7 @@ def test_qualifio_an_undocumented_status_word_is_kept_privately(qualifio, vendor
     assert UNDOCUMENTED in progress.reason and "XX" not in progress.reason
     assert_clean(*records(job, progress))
     [(what, text)] = ctx.vendor_said
-    assert what == "rule-status" and text == word[:DETAIL_LIMIT - 1] + ("…" if len(word) >= DETAIL_LIMIT else "")
+    assert what == "rule-status" and text == word[: DETAIL_LIMIT - 1] + ("…" if len(word) >= DETAIL_LIMIT else "")
     assert len(qualifio.profiles_of(SAMPLE.email)) == 2
 
 

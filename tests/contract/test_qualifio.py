@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -18,7 +18,7 @@ from local.simulators.base import Request, Response, Simulator
 from local.simulators.data import CUSTOMERS, SAMPLE, UNKNOWN_EMAIL
 from local.simulators.qualifio import QualifioSimulator
 
-NOW = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 REQUEST_ID = "dsr-2026-11-0042"
 PROCESSING = timedelta(minutes=31)  # just past the simulator's 30 vendor minutes
 

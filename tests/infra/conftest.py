@@ -115,4 +115,3 @@ VARIANT_CONTEXT = {
 def variant(tmp_path_factory) -> Synth:
     """Every setting changed from its default, synthesized once."""
     return synthesize(tmp_path_factory.mktemp("synth-variant"), dict(VARIANT_CONTEXT))
-

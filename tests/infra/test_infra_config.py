@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from infra.config import (
-    DeployConfigError,
     Config,
+    DeployConfigError,
     known_vendors,
     lambda_deps_problem,
     load_config,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import DeployConfigError, REPO_ROOT
+from infra.config import REPO_ROOT, DeployConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +61,7 @@ def test_cli_context_cannot_switch_off_the_validation_gate(tmp_path):
     from infra.application import VALIDATION_REPORT_FLAG
 
     no_suppressions = (
-        "import sys, infra.stack; infra.stack.apply_suppressions = lambda stack: None; "
-        "import app; sys.exit(app.main())"
+        "import sys, infra.stack; infra.stack.apply_suppressions = lambda stack: None; import app; sys.exit(app.main())"
     )
     result = subprocess.run(
         [sys.executable, "-c", no_suppressions],

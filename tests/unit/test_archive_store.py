@@ -10,9 +10,10 @@ import os
 import random
 import tracemalloc
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -67,16 +68,22 @@ def jsonl(rows: int, seed: int = 1) -> bytes:
 class Source:
     """A vendor download stand-in: lazy chunks; records how many were pulled and whether it was closed."""
 
-    def __init__(self, chunks: Iterable[bytes], length: int | None = None, fail_after: int | None = None,
-                 error: BaseException | None = None, kind: str = "bytes", name: str = "contacts.zip",
-                 content_type: str = "application/zip"):
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        length: int | None = None,
+        fail_after: int | None = None,
+        error: BaseException | None = None,
+        kind: str = "bytes",
+        name: str = "contacts.zip",
+        content_type: str = "application/zip",
+    ):
         self.pulled = 0
         self.closed = 0
         self._chunks = chunks
         self._fail_after = fail_after
         self._error = error
-        self.archive = Archive(name, content_type, self._read(), length=length, close=self._close,
-                               kind=kind)  # type: ignore[arg-type]
+        self.archive = Archive(name, content_type, self._read(), length=length, close=self._close, kind=kind)  # type: ignore[arg-type]
 
     def _read(self) -> Iterator[bytes]:
         for chunk in self._chunks:
@@ -90,8 +97,9 @@ class Source:
 
 
 def client_error(code: str, status: int = 500, operation: str = "S3") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       operation)
+    return ClientError(
+        {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
 
 
 class Recording:
@@ -104,11 +112,19 @@ class Recording:
         self.calls: list[str] = []
         self.part_sizes: list[int] = []
 
-    def fail(self, name: str, on: Iterable[int] | None = (1,), error: Callable[[], BaseException] | None = None,
-             lost: bool = False) -> "Recording":
+    def fail(
+        self,
+        name: str,
+        on: Iterable[int] | None = (1,),
+        error: Callable[[], BaseException] | None = None,
+        lost: bool = False,
+    ) -> Recording:
         """Calls number `on` (1-based; None: every call) of `name` raise `error()` (default InternalError)."""
-        self._faults[name] = (set(on) if on is not None else None, error or (lambda: client_error("InternalError")),
-                              lost)
+        self._faults[name] = (
+            set(on) if on is not None else None,
+            error or (lambda: client_error("InternalError")),
+            lost,
+        )
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -187,8 +203,15 @@ def test_archive_larger_than_a_part_lands_whole_with_checksum_and_sse_kms(aws):
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
-    assert stored == StoredArchive(key=KEY, name="contacts.zip", content_type="application/zip", bytes=total,
-                                   sha256=expected_sha, verified="bytes", members=None)
+    assert stored == StoredArchive(
+        key=KEY,
+        name="contacts.zip",
+        content_type="application/zip",
+        bytes=total,
+        sha256=expected_sha,
+        verified="bytes",
+        members=None,
+    )
     assert s3.part_sizes == [PART, PART, 2 * MIB]
     body = stored_body(aws)
     assert (hashlib.sha256(body).hexdigest(), len(body)) == (expected_sha, total)
@@ -270,8 +293,7 @@ def test_html_login_page_served_as_a_zip_is_refused_and_nothing_is_stored(aws):
     with pytest.raises(ArchiveInvalid) as err:
         store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
-    assert str(err.value) == (f"{KEY}: the download ({len(page)} bytes) is an HTML page, not a zip; "
-                              "nothing was stored")
+    assert str(err.value) == (f"{KEY}: the download ({len(page)} bytes) is an HTML page, not a zip; nothing was stored")
     assert_nothing_stored(aws)
     assert source.closed == 1
 
@@ -282,8 +304,11 @@ def test_zip_cut_at_its_announced_500_bytes_is_refused(aws):
     truncated = whole[:500]  # what the HTTP client hands on when Content-Length says 500
     source = Source(pieces(truncated, 128), length=500, kind="zip")
 
-    with pytest.raises(ArchiveInvalid, match=r"the zip \(500 bytes\) has no end-of-central-directory record: it "
-                                             r"is truncated or damaged; nothing was stored$"):
+    with pytest.raises(
+        ArchiveInvalid,
+        match=r"the zip \(500 bytes\) has no end-of-central-directory record: it "
+        r"is truncated or damaged; nothing was stored$",
+    ):
         store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
     assert_nothing_stored(aws)
@@ -291,8 +316,9 @@ def test_zip_cut_at_its_announced_500_bytes_is_refused(aws):
 
 def test_corrupted_member_is_named_by_index_not_by_its_name(aws):
     body = random.Random(5).randbytes(4096)
-    data = bytearray(make_zip({"a.jsonl": b"{}\n", f"{PERSONAL}.jsonl": body, "c.jsonl": b"{}\n"},
-                              compression=zipfile.ZIP_STORED))
+    data = bytearray(
+        make_zip({"a.jsonl": b"{}\n", f"{PERSONAL}.jsonl": body, "c.jsonl": b"{}\n"}, compression=zipfile.ZIP_STORED)
+    )
     at = bytes(data).index(body[:64])  # stored: the member's bytes appear as they are
     data[at + 100] ^= 0x01  # one bit: the CRC-32 no longer matches
     data = bytes(data)
@@ -365,10 +391,16 @@ JSON_KEY = "requests/r-0001/bloomreach/export/bloomreach-export-one.json"
 
 
 def test_json_with_success_true_is_stored(aws):
-    doc = json.dumps({"success": True, "properties": {"email": PERSONAL},
-                      "events": [{"type": "view", "n": i} for i in range(3000)]}).encode()
-    source = Source(pieces(doc, 4096), length=len(doc), kind="json", name="bloomreach-export-one.json",
-                    content_type="application/json")
+    doc = json.dumps(
+        {"success": True, "properties": {"email": PERSONAL}, "events": [{"type": "view", "n": i} for i in range(3000)]}
+    ).encode()
+    source = Source(
+        pieces(doc, 4096),
+        length=len(doc),
+        kind="json",
+        name="bloomreach-export-one.json",
+        content_type="application/json",
+    )
 
     stored = store_archive(aws.s3, BUCKET, JSON_KEY, aws.key_arn, source.archive, part_size=PART)
 
@@ -379,8 +411,10 @@ def test_json_with_success_true_is_stored(aws):
 @pytest.mark.parametrize(
     "doc, rule",
     [
-        (b'{"success": false, "errors": ["Customer ' + PERSONAL.encode() + b' is locked"]}',
-         "is a JSON document with success: false"),
+        (
+            b'{"success": false, "errors": ["Customer ' + PERSONAL.encode() + b' is locked"]}',
+            "is a JSON document with success: false",
+        ),
         (b'{"success": true, "events": [{"type": "view"}, {"ty', "is truncated: the JSON document does not end"),
         (b"Service temporarily unavailable", "is not a JSON document"),
         (b"<html><body>Bad gateway</body></html>", "is an HTML page, not a JSON document"),
@@ -440,15 +474,21 @@ def test_longer_than_announced_is_rejected_without_reading_to_the_end(aws):
 
 @pytest.mark.parametrize(
     "operation, method",
-    [("UploadPart", "upload_part"), ("CompleteMultipartUpload", "complete_multipart_upload"),
-     ("CreateMultipartUpload", "create_multipart_upload")],
+    [
+        ("UploadPart", "upload_part"),
+        ("CompleteMultipartUpload", "complete_multipart_upload"),
+        ("CreateMultipartUpload", "create_multipart_upload"),
+    ],
 )
 def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, operation, method):
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
     s3 = Recording(aws.s3).fail(method, on=None)
 
-    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 {operation} failed \(InternalError\) after 4 "
-                                                   r"attempts; nothing was stored$"):
+    with pytest.raises(
+        ArchiveTransferError,
+        match=rf"^{KEY}: S3 {operation} failed \(InternalError\) after 4 "
+        r"attempts; nothing was stored$",
+    ):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
     assert s3.calls.count(method) == 4
@@ -540,8 +580,9 @@ def test_part_size_below_the_s3_minimum_is_refused(aws):
 
 
 def zip_source(size_mib: int = 12) -> tuple[Source, bytes]:
-    data = make_zip({f"part-{i}.bin": random.Random(i).randbytes(MIB) for i in range(size_mib)},
-                    compression=zipfile.ZIP_STORED)
+    data = make_zip(
+        {f"part-{i}.bin": random.Random(i).randbytes(MIB) for i in range(size_mib)}, compression=zipfile.ZIP_STORED
+    )
     return Source(pieces(data, 256 * 1024), length=len(data), kind="zip"), data
 
 
@@ -565,7 +606,11 @@ def test_s3_failing_once_is_retried_and_the_archive_lands_byte_identical(aws, sl
     assert s3.calls.count(method) == (4 if method == "upload_part" else 2)  # 3 parts, the second sent twice
     assert sleeps.delays == [S3_RETRY_DELAYS[0]]
     assert (stored.bytes, stored.sha256, stored.verified, stored.members) == (
-        len(data), hashlib.sha256(data).hexdigest(), "zip", 12)
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        "zip",
+        12,
+    )
     assert stored_body(aws) == data
     assert pending_uploads(aws.s3) == []
     assert "abort_multipart_upload" not in s3.calls
@@ -574,8 +619,9 @@ def test_s3_failing_once_is_retried_and_the_archive_lands_byte_identical(aws, sl
 def test_complete_that_went_through_with_its_answer_lost_then_no_such_upload_is_a_success(aws, sleeps):
     source, data = zip_source()
     # 1st complete reaches S3 and succeeds, the answer is lost; S3 answers the retry NoSuchUpload.
-    lost = Recording(aws.s3).fail("complete_multipart_upload", on=[1], lost=True,
-                                  error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
+    lost = Recording(aws.s3).fail(
+        "complete_multipart_upload", on=[1], lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3")
+    )
     s3 = Recording(lost).fail("complete_multipart_upload", on=[2], error=lambda: client_error("NoSuchUpload", 404))
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
@@ -589,8 +635,9 @@ def test_complete_that_went_through_with_its_answer_lost_then_no_such_upload_is_
 
 def test_complete_whose_answers_are_all_lost_is_confirmed_by_head(aws, sleeps):
     source, data = zip_source(6)
-    s3 = Recording(aws.s3).fail("complete_multipart_upload", on=None, lost=True,
-                                error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
+    s3 = Recording(aws.s3).fail(
+        "complete_multipart_upload", on=None, lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3")
+    )
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
@@ -605,8 +652,11 @@ def test_no_such_upload_without_our_object_at_the_key_is_a_failure(aws, sleeps):
     aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
     s3 = Recording(aws.s3).fail("complete_multipart_upload", on=[1], error=lambda: client_error("NoSuchUpload", 404))
 
-    with pytest.raises(ArchiveTransferError, match=r"S3 CompleteMultipartUpload failed \(NoSuchUpload\) and the "
-                                                   r"object from this upload was not found at the key; nothing"):
+    with pytest.raises(
+        ArchiveTransferError,
+        match=r"S3 CompleteMultipartUpload failed \(NoSuchUpload\) and the "
+        r"object from this upload was not found at the key; nothing",
+    ):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
     assert s3.calls.count("complete_multipart_upload") == 1  # NoSuchUpload is not retried: HEAD decides
@@ -640,8 +690,14 @@ def test_rehash_stored_retries_a_transient_read_failure(aws, sleeps):
 
     stored = rehash_stored(s3, BUCKET, JSON_KEY, "x.json", "", "json", sleep=sleeps)
 
-    assert stored == StoredArchive(key=JSON_KEY, name="x.json", content_type="application/json", bytes=len(doc),
-                                   sha256=hashlib.sha256(doc).hexdigest(), verified="json")
+    assert stored == StoredArchive(
+        key=JSON_KEY,
+        name="x.json",
+        content_type="application/json",
+        bytes=len(doc),
+        sha256=hashlib.sha256(doc).hexdigest(),
+        verified="json",
+    )
     assert sleeps.delays == [S3_RETRY_DELAYS[0]]
 
 
@@ -649,8 +705,11 @@ def test_rehash_stored_refuses_an_unverifiable_object_and_leaves_it(aws):
     page = b"<html><body>Please log in</body></html>"
     aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=page)  # stored before verification existed
 
-    with pytest.raises(ArchiveInvalid, match=r"is an HTML page, not a zip \(re-checking the archive already "
-                                             r"stored there\)$"):
+    with pytest.raises(
+        ArchiveInvalid,
+        match=r"is an HTML page, not a zip \(re-checking the archive already "
+        r"stored there\)$",
+    ):
         rehash_stored(aws.s3, BUCKET, KEY, "contacts.zip", "application/zip", "zip")
 
     assert objects(aws.s3) == [KEY]
@@ -660,8 +719,11 @@ def test_rehash_stored_gives_up_after_the_retries(aws, sleeps):
     aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"x")
     s3 = Recording(aws.s3).fail("get_object", on=None, error=lambda: client_error("ServiceUnavailable", 503))
 
-    with pytest.raises(ArchiveTransferError, match=r"S3 GetObject failed \(ServiceUnavailable\) after 4 attempts "
-                                                   r"while re-reading"):
+    with pytest.raises(
+        ArchiveTransferError,
+        match=r"S3 GetObject failed \(ServiceUnavailable\) after 4 attempts "
+        r"while re-reading",
+    ):
         rehash_stored(s3, BUCKET, KEY, "contacts.zip", "application/zip", "bytes", sleep=sleeps)
 
 
@@ -714,8 +776,9 @@ def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypa
 
     tracemalloc.start()
     try:
-        stored = store_archive(sink.client, BUCKET, KEY, "alias/k", Source(watched(), kind=kind).archive,
-                               part_size=PART)
+        stored = store_archive(
+            sink.client, BUCKET, KEY, "alias/k", Source(watched(), kind=kind).archive, part_size=PART
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

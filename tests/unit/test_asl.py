@@ -15,6 +15,7 @@ from statemachines import SUBSTITUTIONS
 # a stored archive), so each is retried exactly once on the errors that say "the function died".
 RERUN_ONCE = {"Lambda.Unknown", "Sandbox.Timedout", "Lambda.ClientExecutionTimeoutException", "TaskCrashed"}
 
+
 def walk(states: dict):
     for name, state in states.items():
         yield name, state, states
@@ -56,7 +57,9 @@ def test_job_tasks_rerun_once_when_the_function_died():
         assert len(once) == 1 and set(once[0]["ErrorEquals"]) == RERUN_ONCE, name
         assert once[0]["MaxAttempts"] == 1, name
         # A vendor's refusal is final: retrying VendorError would only repeat it (and re-create jobs).
-        assert not any({"VendorError", "States.ALL", "States.TaskFailed"} & set(r["ErrorEquals"]) for r in states[name]["Retry"])
+        assert not any(
+            {"VendorError", "States.ALL", "States.TaskFailed"} & set(r["ErrorEquals"]) for r in states[name]["Retry"]
+        )
 
 
 def test_every_error_name_is_raised_by_the_code_or_documented_by_aws():

@@ -67,8 +67,10 @@ def test_options_defaults_are_every_attribute_of_every_customer_in_utc():
 def test_options_parse_the_documented_body():
     body = {
         "format": "table_json",
-        "attributes": {"type": "some", "list": [{"type": "id", "id": "registered"},
-                                                {"type": "property", "property": "email"}]},
+        "attributes": {
+            "type": "some",
+            "list": [{"type": "id", "id": "registered"}, {"type": "property", "property": "email"}],
+        },
         "filter": {"type": "segment", "segmentation_id": "seg-1", "segment_index": -1},
         "execution_time": 1_790_000_000,
         "timezone": "America/Argentina/Buenos_Aires",
@@ -217,7 +219,7 @@ def test_summary_keeps_the_top_level_across_chunk_boundaries():
     doc = {
         "events": [{"type": "view", "note": 'tricky "}]\\ text {['}] * 50,
         "success": False,
-        "errors": ["Customer \"x\" is locked", "retry {later}"],
+        "errors": ['Customer "x" is locked', "retry {later}"],
         "ids": {"registered": "crm-1"},
         "count": 3,
     }
@@ -227,7 +229,7 @@ def test_summary_keeps_the_top_level_across_chunk_boundaries():
 
 @pytest.mark.parametrize("chunk", [1, 2, 7, 64 * 1024])
 def test_summary_is_independent_of_chunk_size(chunk):
-    doc = json.dumps({"success": True, "properties": {"a": "b\\\"c"}, "k": "\u00e9\u4e2d"}).encode("utf-8")
+    doc = json.dumps({"success": True, "properties": {"a": 'b\\"c'}, "k": "\u00e9\u4e2d"}).encode("utf-8")
     assert summary(doc, chunk=chunk) == json.loads(doc)
 
 

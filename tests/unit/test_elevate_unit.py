@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -14,7 +14,7 @@ from connectors.elevate import ElevateConnector, ElevateCredentials
 from core.errors import ArchiveInvalid, ArchiveTransferError, ConfigError, UnsupportedAction, VendorError
 from local.simulators.base import Request, Response, Simulator
 
-NOW = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 KEY = "sk-live-6b1d0c55aa"
 PASSWORD = "pw-3e9d71c0"
 BASE = {"base_url": "https://c1234.api.esales.apptus.cloud"}
@@ -310,7 +310,9 @@ def test_dry_run_probes_job_status_with_the_nil_jid_only():
     assert plan.subject_found is None and plan.verified.startswith("credentials accepted by Elevate")
     [(method, url, kwargs)] = http.calls
     assert (method, url.rsplit("/", 1)[1], kwargs["params"]) == (
-        "GET", "job-status", {"jid": "00000000-0000-0000-0000-000000000000"}
+        "GET",
+        "job-status",
+        {"jid": "00000000-0000-0000-0000-000000000000"},
     )
     assert not kwargs.get("destructive") and not kwargs.get("creates_job")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core.tasks import failure_reason, finalize
 
@@ -36,7 +36,7 @@ def runtime(events=None):
     return Runtime(
         store=FakeStore(),
         connector_for=None,
-        now=lambda: datetime(2026, 11, 24, tzinfo=timezone.utc),
+        now=lambda: datetime(2026, 11, 24, tzinfo=UTC),
         events=events,
         event_bus_name="crm-bus" if events else None,
     )

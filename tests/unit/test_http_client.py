@@ -14,8 +14,8 @@ import threading
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import quote
 
 import pytest
@@ -63,7 +63,7 @@ class RawServer:
         self._sock.listen(32)
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def __enter__(self) -> "RawServer":
+    def __enter__(self) -> RawServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -289,7 +289,7 @@ ECHOES = {
 # What the vendor answers: every form at once, as JSON (400) or as text.
 SAID = (
     f"no profile for {EMAIL} (key {KEY.upper()}, query {ECHOES['url-encoded email']}, "
-    f"json \"{ECHOES['json-escaped email']}\")"
+    f'json "{ECHOES["json-escaped email"]}")'
 )
 BODIES = {
     400: ("application/json", json.dumps({"message": SAID}).encode()),
@@ -308,8 +308,10 @@ def test_messages_never_quote_the_vendor_the_path_or_the_query(status, hidden):
         with pytest.raises((VendorError, VendorTransientError)) as err:
             client(attempts=2).json("GET", url, call="profile lookup", hide=(EMAIL, KEY) if hidden else ())
     exc = err.value
-    expected = "acme: profile lookup answered HTTP 503 after 2 tries" if status == 503 else (
-        f"acme: profile lookup answered HTTP {status}"
+    expected = (
+        "acme: profile lookup answered HTTP 503 after 2 tries"
+        if status == 503
+        else (f"acme: profile lookup answered HTTP {status}")
     )
     assert str(exc) == exc.message == expected
     for form in (*ECHOES.values(), "/v1/customers", "email=", KEY, "no profile"):
@@ -323,9 +325,8 @@ def test_messages_never_quote_the_vendor_the_path_or_the_query(status, hidden):
 
 def test_retry_log_lines_carry_only_call_status_attempt_and_delay(caplog):
     body = json.dumps({"message": f"overloaded while handling {EMAIL}"}).encode()
-    with RawServer(reply(503, body)) as server, caplog.at_level("WARNING"):
-        with pytest.raises(VendorTransientError):
-            client(attempts=3).json("GET", f"{server.url}/x?email={quote(EMAIL)}", call="lookup")
+    with RawServer(reply(503, body)) as server, caplog.at_level("WARNING"), pytest.raises(VendorTransientError):
+        client(attempts=3).json("GET", f"{server.url}/x?email={quote(EMAIL)}", call="lookup")
     records = [r for r in caplog.records if r.getMessage() == "vendor call will be retried"]
     assert len(records) == 2
     for record in records:
@@ -342,10 +343,10 @@ def test_retry_log_lines_carry_only_call_status_attempt_and_delay(caplog):
 def test_a_redirect_is_never_followed(status, method):
     with RawServer(reply(200, {"landed": True})) as elsewhere:
         location = elsewhere.url.replace("127.0.0.1", "localhost") + "/landing?token=abc"
-        with RawServer(reply(status, b"", {"Location": location})) as vendor:
-            with pytest.raises(VendorError) as err:
-                client().json(method, vendor.url + "/jobs", call="job creation", json={"a": 1},
-                              headers={"x-api-token": "t-1"})
+        with RawServer(reply(status, b"", {"Location": location})) as vendor, pytest.raises(VendorError) as err:
+            client().json(
+                method, vendor.url + "/jobs", call="job creation", json={"a": 1}, headers={"x-api-token": "t-1"}
+            )
         assert len(vendor.requests) == 1
         assert elsewhere.requests == [] and elsewhere.connections == 0
     assert str(err.value) == (
@@ -537,9 +538,8 @@ def test_json_at_the_cap_is_accepted():
 
 def test_a_body_that_is_not_json_keeps_2_kib_of_it_in_detail_only():
     body = b"<html>" + f"oops for {EMAIL} ".encode() * 500
-    with RawServer(reply(200, body, {"Content-Type": "text/html"})) as server:
-        with pytest.raises(VendorError) as err:
-            client().json("GET", server.url, call="rule status", hide=(EMAIL,))
+    with RawServer(reply(200, body, {"Content-Type": "text/html"})) as server, pytest.raises(VendorError) as err:
+        client().json("GET", server.url, call="rule status", hide=(EMAIL,))
     assert str(err.value) == "acme: rule status answered HTTP 200 with a body that is not JSON"
     assert err.value.detail.startswith("<html>oops for *** ")
     assert len(err.value.detail) <= 2048 and EMAIL not in err.value.detail

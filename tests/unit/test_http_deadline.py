@@ -10,10 +10,10 @@ import threading
 import time
 
 import pytest
+from test_http_client import RawServer, client, in_turn, reply, response_bytes
 
 from core.errors import ArchiveTransferError, VendorTransientError
 from core.http import checked_chunks, content_length, invocation_deadline, remaining_seconds
-from test_http_client import RawServer, client, in_turn, reply, response_bytes
 
 
 def drip_body(length: int = 50, every: float = 0.3, announce: bool = True):
@@ -165,7 +165,7 @@ def tls() -> tuple[ssl.SSLContext, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -183,8 +183,11 @@ def tls() -> tuple[ssl.SSLContext, str]:
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, cert_path

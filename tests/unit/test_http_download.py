@@ -8,10 +8,10 @@ import socket
 import pytest
 import requests
 from requests.adapters import BaseAdapter
+from test_http_client import RawServer, client, reply
 
 from core.errors import VendorError, VendorTransientError
 from core.http import check_download_url
-from test_http_client import RawServer, client, reply
 
 PUBLIC_BASE = "https://api.vendor.example"
 PUBLIC_IP = "93.184.216.34"
@@ -127,8 +127,10 @@ def test_a_name_that_rebinds_to_a_private_address_is_refused_before_sending(monk
         http = client(resolve=resolver({"api.vendor.example": [PUBLIC_IP], "rebind.example": [PUBLIC_IP]}))
         with pytest.raises(VendorError, match="points to a private or loopback address"):
             http.download(
-                f"http://rebind.example:{server.port}/a.zip", call="archive download",
-                base_url="http://api.vendor.example", headers=CREDENTIALS,
+                f"http://rebind.example:{server.port}/a.zip",
+                call="archive download",
+                base_url="http://api.vendor.example",
+                headers=CREDENTIALS,
             )
         assert server.requests == []
 
@@ -156,8 +158,11 @@ def test_credentials_go_only_to_the_vendors_origin_never_after_leaving_it():
 
                 vendor.answer = vendor_answer
                 response = client().download(
-                    vendor.url + "/export/1", call="archive download", base_url=vendor.url,
-                    headers=CREDENTIALS, auth=("user", "pass"),
+                    vendor.url + "/export/1",
+                    call="archive download",
+                    base_url=vendor.url,
+                    headers=CREDENTIALS,
+                    auth=("user", "pass"),
                 )
                 response.close()
                 first, back = vendor.requests
@@ -170,8 +175,13 @@ def test_credentials_go_only_to_the_vendors_origin_never_after_leaving_it():
 
 def test_a_link_on_another_origin_gets_no_credentials_from_the_start():
     with RawServer(reply(200, b"zip")) as files:
-        client().download(files.url + "/a.zip", call="archive download", base_url="http://localhost:1",
-                          headers=CREDENTIALS, auth=("user", "pass")).close()
+        client().download(
+            files.url + "/a.zip",
+            call="archive download",
+            base_url="http://localhost:1",
+            headers=CREDENTIALS,
+            auth=("user", "pass"),
+        ).close()
         (seen,) = files.requests
     assert not {"x-api-token", "api-key", "authorization"} & set(seen.headers)
 

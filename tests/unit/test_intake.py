@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from core.intake import InvalidRequest, RequestConflict, accept, parse_body, parse_request, plan
 from core.models import StoredRequest
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ENABLED = ["bloomreach", "elevate", "qualifio"]
 EVERYONE = {"email": "ada@example.com", "customer_key": "k-1", "customer_ids": {"registered": "crm-1"}}
 

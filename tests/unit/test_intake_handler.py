@@ -9,7 +9,8 @@ import contextlib
 import json
 import os
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import boto3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from local.simulators.base import Request, Response
 from local.simulators.data import CUSTOMERS, SAMPLE
 from local.simulators.qualifio import QualifioSimulator
 
-NOW = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TOKEN = "tok-9d8e7f6a5b4c"
 GOOD = {
     "base_url": "https://api.qualif.io/",
@@ -203,8 +203,13 @@ def test_profiles_with_another_email_or_repeated_never_enter_the_rule(vendor_htt
 def test_manual_approval_mode_overrides_auto_validate():
     from connectors import registry
 
-    creds = {"base_url": "https://api.qualif.io", "api_token": "t", "client_id": 1, "dpo_user_id": 2,
-             "auto_validate": True}
+    creds = {
+        "base_url": "https://api.qualif.io",
+        "api_token": "t",
+        "client_id": 1,
+        "dpo_user_id": 2,
+        "auto_validate": True,
+    }
     assert registry.build("qualifio", creds).credentials.auto_validate is True
     assert registry.build("qualifio", creds, manual_approval=True).credentials.auto_validate is False
     # Vendors without a DPO step are untouched.

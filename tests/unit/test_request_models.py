@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -56,8 +56,8 @@ def test_body_must_be_an_object():
 
 
 def test_deadline_is_one_month_after_receipt():
-    received = datetime(2026, 1, 31, 10, tzinfo=timezone.utc)
-    assert deadline_for(received) == datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    received = datetime(2026, 1, 31, 10, tzinfo=UTC)
+    assert deadline_for(received) == datetime(2026, 3, 2, 10, tzinfo=UTC)
 
 
 def test_execution_arn_from_state_machine_arn():
@@ -67,7 +67,7 @@ def test_execution_arn_from_state_machine_arn():
 
 # --- strict, bounded intake ------------------------------------------------------------------------------------
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 OK = {"actions": ["export"], "subject": {"email": "ada@example.com"}}
 
 
@@ -88,13 +88,13 @@ def with_subject(**subject):
 @pytest.mark.parametrize(
     "given, utc",
     [
-        ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=timezone.utc)),
-        ("2026-11-23t10:00:00z", datetime(2026, 11, 23, 10, tzinfo=timezone.utc)),
-        ("2026-11-23 10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=timezone.utc)),
-        ("2026-11-23T12:00:00+02:00", datetime(2026, 11, 23, 10, tzinfo=timezone.utc)),
-        ("2026-11-23T04:30:00-05:30", datetime(2026, 11, 23, 10, tzinfo=timezone.utc)),
-        ("2026-11-23T10:00:00.5Z", datetime(2026, 11, 23, 10, 0, 0, 500000, tzinfo=timezone.utc)),
-        ("2026-11-23T10:00:00.123456789Z", datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone.utc)),
+        ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23t10:00:00z", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23 10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23T12:00:00+02:00", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23T04:30:00-05:30", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.5Z", datetime(2026, 11, 23, 10, 0, 0, 500000, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.123456789Z", datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)),
     ],
 )
 def test_received_at_is_an_rfc3339_date_time_with_a_zone(given, utc):
@@ -173,7 +173,7 @@ def test_received_at_bound_comes_from_the_validation_context():
     from core.models import DsrRequest
 
     raw = {**OK, "received_at": "2020-01-01T00:00:00Z"}
-    then = datetime(2020, 1, 2, tzinfo=timezone.utc)
+    then = datetime(2020, 1, 2, tzinfo=UTC)
     assert DsrRequest.model_validate(raw, context={"now": then}).received_at.year == 2020
 
 
@@ -387,4 +387,4 @@ def test_fingerprint_compares_received_at_as_an_instant():
 
 def test_deadline_never_overflows_for_an_accepted_request():
     latest = parse_request({**OK, "received_at": "2026-12-01T12:05:00Z"}, now=NOW).received_at
-    assert deadline_for(latest) == datetime(2026, 12, 31, 12, 5, tzinfo=timezone.utc)
+    assert deadline_for(latest) == datetime(2026, 12, 31, 12, 5, tzinfo=UTC)

@@ -21,9 +21,7 @@ def env(monkeypatch):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         monkeypatch.setenv("ARCHIVE_BUCKET", "bucket")
         monkeypatch.setenv("ARCHIVE_KMS_KEY_ID", "key")
-        monkeypatch.setenv(
-            "VENDOR_SECRETS", json.dumps({"qualifio": "dsrflow/qualifio", "elevate": "dsrflow/elevate"})
-        )
+        monkeypatch.setenv("VENDOR_SECRETS", json.dumps({"qualifio": "dsrflow/qualifio", "elevate": "dsrflow/elevate"}))
         settings.cache_clear()
         secrets.clear_cache()
         yield sm

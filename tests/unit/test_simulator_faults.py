@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from dataclasses import fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,7 +19,7 @@ from local.simulators.data import CUSTOMERS, SAMPLE
 from local.simulators.elevate import ElevateSimulator
 from local.simulators.qualifio import QualifioSimulator
 
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 EL = "/api/v2/event-data/"
 EL_KEY = {"Api-Key": "sim-elevate-key"}
 BR = "/data/v2/projects/sim-project/customers/"
@@ -51,8 +51,11 @@ def qualifio():
 
 def el_create(sim: ElevateSimulator, kind: str = "export", key: str = SAMPLE.customer_key, **kw) -> requests.Response:
     return requests.post(
-        sim.base_url + EL + f"create-{kind}-customer-job", params={"customerKey": key}, headers=EL_KEY,
-        timeout=kw.pop("timeout", 5), **kw,
+        sim.base_url + EL + f"create-{kind}-customer-job",
+        params={"customerKey": key},
+        headers=EL_KEY,
+        timeout=kw.pop("timeout", 5),
+        **kw,
     )
 
 
@@ -91,8 +94,11 @@ def qf_rule_body(sim: QualifioSimulator, kind: str = "GDPR_ForgottenRight", test
 def qf_create(sim: QualifioSimulator, endpoint: str = "forgottenRight", body: dict | None = None) -> requests.Response:
     kind = {"forgottenRight": "GDPR_ForgottenRight", "exportData": "GDPR_ExportData"}[endpoint]
     return requests.post(
-        sim.base_url + f"/v1/gdpr/rules/{endpoint}", params=QF_CLIENT, headers=QF_TOKEN,
-        json=body if body is not None else qf_rule_body(sim, kind), timeout=5,
+        sim.base_url + f"/v1/gdpr/rules/{endpoint}",
+        params=QF_CLIENT,
+        headers=QF_TOKEN,
+        json=body if body is not None else qf_rule_body(sim, kind),
+        timeout=5,
     )
 
 
@@ -138,8 +144,14 @@ def header(head: bytes, name: str) -> str | None:
 def test_faults_default_to_off_and_old_settings_keep_their_defaults_and_order():
     f = Faults()
     assert [x.name for x in fields(Faults)][:8] == [
-        "rate_limit", "retry_after", "server_errors", "server_error_status", "delay",
-        "cut_download_after", "cut_downloads", "path_pattern",
+        "rate_limit",
+        "retry_after",
+        "server_errors",
+        "server_error_status",
+        "delay",
+        "cut_download_after",
+        "cut_downloads",
+        "path_pattern",
     ]
     assert (f.rate_limit, f.retry_after, f.server_errors, f.server_error_status, f.delay) == (0, 1.0, 0, 503, 0.0)
     assert (f.cut_download_after, f.cut_downloads, f.path_pattern) == (None, 1, None)
@@ -152,7 +164,9 @@ def test_faults_default_to_off_and_old_settings_keep_their_defaults_and_order():
 def test_without_faults_elevate_answers_as_documented_on_one_kept_alive_connection(elevate):
     with requests.Session() as s:
         s.headers.update(EL_KEY)
-        created = s.post(elevate.base_url + EL + "create-export-customer-job", params={"customerKey": SAMPLE.customer_key})
+        created = s.post(
+            elevate.base_url + EL + "create-export-customer-job", params={"customerKey": SAMPLE.customer_key}
+        )
         jid = created.json()["jid"]
         status = s.get(elevate.base_url + EL + "job-status", params={"jid": jid})
         elevate.clock.advance(timedelta(days=6))
@@ -172,14 +186,14 @@ def test_without_faults_elevate_answers_as_documented_on_one_kept_alive_connecti
 
 def test_without_faults_bloomreach_and_qualifio_answer_as_documented(bloomreach, qualifio):
     one = requests.post(
-        bloomreach.base_url + BR + "export-one", json={"customer_ids": {"registered": SAMPLE.registered}},
-        auth=BR_AUTH, timeout=5,
+        bloomreach.base_url + BR + "export-one",
+        json={"customer_ids": {"registered": SAMPLE.registered}},
+        auth=BR_AUTH,
+        timeout=5,
     )
     assert one.status_code == 200 and one.json()["properties"]["email"] == SAMPLE.email
     assert int(one.headers["Content-Length"]) == len(one.content)
-    csv_export = requests.post(
-        bloomreach.base_url + BR + "export", json={"format": "csv"}, auth=BR_AUTH, timeout=5
-    )
+    csv_export = requests.post(bloomreach.base_url + BR + "export", json={"format": "csv"}, auth=BR_AUTH, timeout=5)
     assert csv_export.headers.get("Transfer-Encoding") == "chunked" and csv_export.text.startswith("registered,")
 
     rule = qf_create(qualifio, "exportData")
@@ -199,8 +213,10 @@ def test_every_download_completes_before_the_client_can_ask_again(elevate):
 def test_auth_and_route_decide_before_pre_action_faults(elevate):
     elevate.faults.rate_limit, elevate.faults.reject = 1, 1
     refused = requests.post(
-        elevate.base_url + EL + "create-remove-customer-job", params={"customerKey": SAMPLE.customer_key},
-        headers={"Api-Key": "wrong"}, timeout=5,
+        elevate.base_url + EL + "create-remove-customer-job",
+        params={"customerKey": SAMPLE.customer_key},
+        headers={"Api-Key": "wrong"},
+        timeout=5,
     )
     unknown = requests.get(elevate.base_url + "/api/v2/no-such-call", headers=EL_KEY, timeout=5)
     assert (refused.status_code, unknown.status_code) == (403, 404)
@@ -299,8 +315,14 @@ def test_drop_after_acting_bloomreach_customer_is_anonymized(bloomreach):
 def test_drop_after_acting_is_seen_at_the_socket_as_a_close_after_the_request(elevate):
     elevate.faults.drop_after_acting = 1
     with connect(elevate) as sock:
-        sock.sendall(raw_request(elevate, f"{EL}create-export-customer-job?customerKey={SAMPLE.customer_key}",
-                                 {**EL_KEY, "Content-Length": "0"}, "POST"))
+        sock.sendall(
+            raw_request(
+                elevate,
+                f"{EL}create-export-customer-job?customerKey={SAMPLE.customer_key}",
+                {**EL_KEY, "Content-Length": "0"},
+                "POST",
+            )
+        )
         assert read_until_closed(sock) == b""
     assert elevate.jobs_created() == 1
 
@@ -533,8 +555,10 @@ def test_elevate_counts_jobs_ever_created_and_destructive_calls(elevate):
     export = el_create(elevate).json()["jid"]
     el_create(elevate, "remove")
     requests.post(  # refused by auth: still a destructive call that was sent
-        elevate.base_url + EL + "create-remove-customer-job", params={"customerKey": SAMPLE.customer_key},
-        headers={"Api-Key": "wrong"}, timeout=5,
+        elevate.base_url + EL + "create-remove-customer-job",
+        params={"customerKey": SAMPLE.customer_key},
+        headers={"Api-Key": "wrong"},
+        timeout=5,
     )
     el_create(elevate, "remove", key="not-a-key")  # 400
     elevate.faults.rate_limit = 1
@@ -555,13 +579,15 @@ def test_bloomreach_counts_accepted_anonymize_calls_and_destructive_calls(bloomr
     bulk = requests.post(
         bloomreach.base_url + BR + "anonymize_bulk",
         json={"customers": [{"customer_ids": {"registered": c.registered}} for c in CUSTOMERS[1:3]]},
-        auth=BR_AUTH, timeout=5,
+        auth=BR_AUTH,
+        timeout=5,
     )
     bloomreach.fail_next("anonymize")
     failed = br_anonymize(bloomreach, {"registered": CUSTOMERS[3].registered})
     br_anonymize(bloomreach, auth=("sim-key-id", "wrong"))  # 403
-    requests.post(bloomreach.base_url + BR + "export-one", json={"customer_ids": {"registered": "x"}},
-                  auth=BR_AUTH, timeout=5)  # not destructive
+    requests.post(
+        bloomreach.base_url + BR + "export-one", json={"customer_ids": {"registered": "x"}}, auth=BR_AUTH, timeout=5
+    )  # not destructive
 
     assert bulk.json()["success"] is True and failed.json()["success"] is False
     assert [c.status for c in bloomreach.destructive_calls()] == [200, 404, 200, 200, 403]
@@ -580,7 +606,9 @@ def test_qualifio_counts_rules_and_only_real_erasures_as_destructive(qualifio):
     assert qf_create(qualifio).status_code == 503
 
     assert (qualifio.jobs_created(), qualifio.jobs_created("forgottenRight"), qualifio.jobs_created("exportData")) == (
-        3, 2, 1,
+        3,
+        2,
+        1,
     )
     assert [c.status for c in qualifio.destructive_calls()] == [201, 400, 503]
     assert qualifio.destructive_acted() == 1

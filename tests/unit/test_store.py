@@ -5,8 +5,9 @@ answer for a duplicate)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
@@ -23,8 +24,9 @@ KEY = "requests/r-1/elevate/export/outcome.json"
 
 
 def client_error(code: str, status: int = 500) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "S3")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "S3"
+    )
 
 
 class Faulty:
@@ -36,10 +38,18 @@ class Faulty:
         self._faults: dict[str, tuple[set[int] | None, Callable[[], BaseException], bool]] = {}
         self.calls: list[str] = []
 
-    def fail(self, name: str, on: Iterable[int] | None = (1,), error: Callable[[], BaseException] | None = None,
-             lost: bool = False) -> "Faulty":
-        self._faults[name] = (set(on) if on is not None else None, error or (lambda: client_error("InternalError")),
-                              lost)
+    def fail(
+        self,
+        name: str,
+        on: Iterable[int] | None = (1,),
+        error: Callable[[], BaseException] | None = None,
+        lost: bool = False,
+    ) -> Faulty:
+        self._faults[name] = (
+            set(on) if on is not None else None,
+            error or (lambda: client_error("InternalError")),
+            lost,
+        )
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -84,17 +94,19 @@ def read(aws, key: str = KEY) -> Any:
 
 
 def request(request_id: str = "r-1", **extra: Any) -> StoredRequest:
-    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    return StoredRequest.model_validate({
-        "request_id": request_id,
-        "actions": ["export"],
-        "subject": {"email": "ada@example.com"},
-        "received_at": now,
-        "deadline": now + timedelta(days=30),
-        "source": "api",
-        "plan": [],
-        **extra,
-    })
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    return StoredRequest.model_validate(
+        {
+            "request_id": request_id,
+            "actions": ["export"],
+            "subject": {"email": "ada@example.com"},
+            "received_at": now,
+            "deadline": now + timedelta(days=30),
+            "source": "api",
+            "plan": [],
+            **extra,
+        }
+    )
 
 
 # --- writes -------------------------------------------------------------------------------------------------
@@ -102,9 +114,14 @@ def request(request_id: str = "r-1", **extra: Any) -> StoredRequest:
 
 @pytest.mark.parametrize(
     "error",
-    [lambda: client_error("InternalError"), lambda: client_error("SlowDown", 503),
-     lambda: client_error("RequestTimeout", 400), lambda: client_error("BadGateway", 502),
-     lambda: EndpointConnectionError(endpoint_url="https://s3"), lambda: ReadTimeoutError(endpoint_url="https://s3")],
+    [
+        lambda: client_error("InternalError"),
+        lambda: client_error("SlowDown", 503),
+        lambda: client_error("RequestTimeout", 400),
+        lambda: client_error("BadGateway", 502),
+        lambda: EndpointConnectionError(endpoint_url="https://s3"),
+        lambda: ReadTimeoutError(endpoint_url="https://s3"),
+    ],
     ids=["internal", "slowdown", "request-timeout", "any-5xx", "endpoint", "read-timeout"],
 )
 def test_put_json_failing_once_is_retried_and_stored_encrypted(aws, store, sleeps, error):
@@ -143,12 +160,20 @@ def test_a_refusal_that_is_not_transient_propagates_at_once(aws, store, sleeps):
 def test_put_manifest_retries_each_copy(aws, store, sleeps):
     from core.models import Manifest
 
-    manifest = Manifest.model_validate({
-        "request_id": "r-1", "status": "completed", "received_at": "2025-01-02T03:04:05Z",
-        "deadline": "2025-02-01T03:04:05Z", "finished_at": "2025-01-03T00:00:00Z", "within_deadline": True,
-        "counts": {"completed": 0, "failed": 0, "skipped": 0}, "outcomes": [],
-        "manifest_key": "requests/r-1/manifest.json", "proof_key": "proof/r-1/manifest.json",
-    })
+    manifest = Manifest.model_validate(
+        {
+            "request_id": "r-1",
+            "status": "completed",
+            "received_at": "2025-01-02T03:04:05Z",
+            "deadline": "2025-02-01T03:04:05Z",
+            "finished_at": "2025-01-03T00:00:00Z",
+            "within_deadline": True,
+            "counts": {"completed": 0, "failed": 0, "skipped": 0},
+            "outcomes": [],
+            "manifest_key": "requests/r-1/manifest.json",
+            "proof_key": "proof/r-1/manifest.json",
+        }
+    )
     s3 = Faulty(aws[0]).fail("put_object", on=[1, 3], error=lambda: client_error("ServiceUnavailable", 503))
 
     store(s3).put_manifest(manifest)
@@ -195,8 +220,11 @@ def test_create_request_precondition_conflict_is_not_retried(aws, store, sleeps)
 def test_create_request_failing_every_time_is_store_unavailable(aws, store):
     s3 = Faulty(aws[0]).fail("put_object", on=None, error=lambda: client_error("SlowDown", 503))
 
-    with pytest.raises(StoreUnavailable, match=r"^S3 PutObject of requests/r-1/request.json failed \(SlowDown\) "
-                                               r"after 4 attempts$"):
+    with pytest.raises(
+        StoreUnavailable,
+        match=r"^S3 PutObject of requests/r-1/request.json failed \(SlowDown\) "
+        r"after 4 attempts$",
+    ):
         store(s3).create_request(request())
 
 

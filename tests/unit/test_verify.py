@@ -11,9 +11,9 @@ import random
 import struct
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 
@@ -82,7 +82,7 @@ def patch_flags(data: bytes, set_bits: int = 0, method: int | None = None) -> by
     for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
         at = out.find(signature)
         while at >= 0:
-            flags, = struct.unpack_from("<H", out, at + flag_at)
+            (flags,) = struct.unpack_from("<H", out, at + flag_at)
             struct.pack_into("<H", out, at + flag_at, flags | set_bits)
             if method is not None:
                 struct.pack_into("<H", out, at + flag_at + 2, method)
@@ -229,8 +229,11 @@ def test_spool_limit_is_enforced_while_feeding(spool, monkeypatch):
     monkeypatch.setenv("ARCHIVE_SPOOL_LIMIT_MB", "1")
     verifier = verifier_for("zip", KEY)
     verifier.feed(b"P" * MIB)
-    with pytest.raises(ArchiveTooLarge, match=r"exceeds the 1 MiB this function may spool to verify a zip; raise "
-                                              r"the collect function's ephemeral storage and ARCHIVE_SPOOL_LIMIT_MB"):
+    with pytest.raises(
+        ArchiveTooLarge,
+        match=r"exceeds the 1 MiB this function may spool to verify a zip; raise "
+        r"the collect function's ephemeral storage and ARCHIVE_SPOOL_LIMIT_MB",
+    ):
         verifier.feed(b"K")
     assert open_under(spool) == []  # space given back at once
 
@@ -264,8 +267,11 @@ def test_running_out_of_disk_is_too_large_not_a_crash(spool, monkeypatch):
     monkeypatch.setattr(verify.tempfile, "TemporaryFile", Full)
     verifier = verifier_for("zip", KEY)
     verifier.feed(b"PK\x03\x04" + b"x" * 600)
-    with pytest.raises(ArchiveTooLarge, match=r"the temporary storage ran out after 604 bytes while spooling the "
-                                              r"zip to verify it; raise the collect function's ephemeral storage"):
+    with pytest.raises(
+        ArchiveTooLarge,
+        match=r"the temporary storage ran out after 604 bytes while spooling the "
+        r"zip to verify it; raise the collect function's ephemeral storage",
+    ):
         verifier.feed(b"y" * 600)
     assert verifier._file is None  # closed
 
@@ -314,8 +320,13 @@ def test_default_spool_is_the_temp_dir_and_3_gib(monkeypatch):
 
 
 def test_json_success_true_with_big_nested_values_is_valid():
-    doc = json.dumps({"events": [{"note": 'tricky "}]\\ text {['} for _ in range(2000)], "success": True,
-                      "properties": {"email": PERSONAL}}).encode()
+    doc = json.dumps(
+        {
+            "events": [{"note": 'tricky "}]\\ text {['} for _ in range(2000)],
+            "success": True,
+            "properties": {"email": PERSONAL},
+        }
+    ).encode()
     for chunk in (1, 3, 64 * 1024):
         assert check("json", doc, chunk=chunk) == VerifyResult("json")
 
@@ -324,8 +335,10 @@ def test_json_success_true_with_big_nested_values_is_valid():
     "doc, rule",
     [
         (b"", "is empty, not a JSON document"),
-        (b'{"success": false, "errors": ["' + PERSONAL.encode() + b' is locked"]}',
-         "is a JSON document with success: false"),
+        (
+            b'{"success": false, "errors": ["' + PERSONAL.encode() + b' is locked"]}',
+            "is a JSON document with success: false",
+        ),
         (b'{"success": "true"}', "is a JSON document with no success: true"),
         (b'{"errors": []}', "is a JSON document with no success: true"),
         (b'{"success": true, "events": [1, 2', "is truncated: the JSON document does not end"),
@@ -333,15 +346,32 @@ def test_json_success_true_with_big_nested_values_is_valid():
         (b'{"success": true} {"success": false}', "is not a JSON document"),
         (b'{"success": true, "e": [1}]}', "fails the JSON check: mismatched brackets"),
         (b'{"success": true}}', "fails the JSON check: unbalanced brackets"),
-        (b'{"a": ' + b"[" * 1001 + b"]" * 1001 + b', "success": true}',
-         "fails the JSON check: the document nests deeper than 1000 levels"),
+        (
+            b'{"a": ' + b"[" * 1001 + b"]" * 1001 + b', "success": true}',
+            "fails the JSON check: the document nests deeper than 1000 levels",
+        ),
         (b'"success"', "is JSON but its top level is not an object"),
-        (b"<!DOCTYPE html><html><body>" + PERSONAL.encode() + b"</body></html>",
-         "is an HTML page, not a JSON document"),
+        (
+            b"<!DOCTYPE html><html><body>" + PERSONAL.encode() + b"</body></html>",
+            "is an HTML page, not a JSON document",
+        ),
         (b"\xff\xfe not utf", "is not a JSON document"),
     ],
-    ids=["empty", "success-false", "success-string", "no-success", "truncated", "truncated-string", "two-docs",
-         "mismatched", "unbalanced", "too-deep", "scalar", "html", "bad-encoding"],
+    ids=[
+        "empty",
+        "success-false",
+        "success-string",
+        "no-success",
+        "truncated",
+        "truncated-string",
+        "two-docs",
+        "mismatched",
+        "unbalanced",
+        "too-deep",
+        "scalar",
+        "html",
+        "bad-encoding",
+    ],
 )
 def test_json_refusals(doc, rule):
     assert rule_of("json", doc, chunk=5) == f"the download ({len(doc)} bytes) {rule}"
@@ -368,7 +398,7 @@ def test_summary_keeps_the_top_level_across_chunk_boundaries():
     doc = {
         "events": [{"type": "view", "note": 'tricky "}]\\ text {['}] * 50,
         "success": False,
-        "errors": ["Customer \"x\" is locked", "retry {later}"],
+        "errors": ['Customer "x" is locked', "retry {later}"],
         "ids": {"registered": "crm-1"},
         "count": 3,
     }
@@ -378,7 +408,7 @@ def test_summary_keeps_the_top_level_across_chunk_boundaries():
 
 @pytest.mark.parametrize("chunk", [1, 2, 7, 64 * 1024])
 def test_summary_is_independent_of_chunk_size(chunk):
-    doc = json.dumps({"success": True, "properties": {"a": "b\\\"c"}, "k": "\u00e9\u4e2d"}).encode("utf-8")
+    doc = json.dumps({"success": True, "properties": {"a": 'b\\"c'}, "k": "\u00e9\u4e2d"}).encode("utf-8")
     assert summary(doc, chunk=chunk) == json.loads(doc)
 
 

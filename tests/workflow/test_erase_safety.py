@@ -170,8 +170,9 @@ def test_subject_echoed_in_errors_on_start_check_and_fetch_stays_out_of_every_re
         faults.reject, (faults.reject_status, faults.reject_body) = 1, _echo(404, f"no job for {key.upper()}")
         # fetch: Bloomreach's export-one 400 quotes the email URL-encoded and JSON-escaped.
         faults = only(sims["bloomreach"], r"export-one")
-        faults.reject, (faults.reject_status, faults.reject_body) = 1, _echo(
-            400, f"bad ids for {quote(email, safe='')} / {json.dumps(email)}", key="errors"
+        faults.reject, (faults.reject_status, faults.reject_body) = (
+            1,
+            _echo(400, f"bad ids for {quote(email, safe='')} / {json.dumps(email)}", key="errors"),
         )
         summary = run(cloud, {"request_id": "dsr-echo", "actions": ["export", "erase"], "subject": sample_subject()})
         records = kept_records(cloud, "dsr-echo")

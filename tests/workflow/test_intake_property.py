@@ -12,8 +12,9 @@ import contextlib
 import itertools
 import json
 import os
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from unittest import mock
 
 import boto3
@@ -112,7 +113,8 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment() -> Iterator[Deployment]:
-    from core import runtime, settings as deployment_settings
+    from core import runtime
+    from core import settings as deployment_settings
     from handlers.observability import logger
 
     env = {
@@ -199,7 +201,7 @@ id_values = st.text(SAFE_CHAR, min_size=1, max_size=256)
 @st.composite
 def received_ats(draw: Any) -> str:
     ago = draw(st.integers(min_value=0, max_value=90 * 86400))
-    moment = datetime.now(timezone.utc) - timedelta(seconds=ago)
+    moment = datetime.now(UTC) - timedelta(seconds=ago)
     minutes = draw(st.sampled_from([0, 60, -300, 330, 23 * 60 + 59, -(23 * 60 + 59)]))
     local = moment.astimezone(timezone(timedelta(minutes=minutes)))
     zone = "Z" if minutes == 0 and draw(st.booleans()) else local.strftime("%z")
@@ -402,7 +404,7 @@ def envelope(detail: Any, time: str | None = None) -> dict[str, Any]:
         "detail-type": "Data Subject Request",
         "source": "crm",
         "account": "123456789012",
-        "time": time or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": time or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": REGION,
         "resources": [],
         "detail": detail,

@@ -7,7 +7,7 @@ import io
 import json
 import time
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,8 +47,7 @@ def test_export_and_erase_across_all_vendors(run_request):
             assert outcome(summary, vendor, "erase")["archives"] == []
             # Export finished before erase was submitted, for every vendor.
             assert (
-                outcome(summary, vendor, "export")["completed_at"]
-                <= outcome(summary, vendor, "erase")["submitted_at"]
+                outcome(summary, vendor, "export")["completed_at"] <= outcome(summary, vendor, "erase")["submitted_at"]
             )
         # The Elevate archive is the subject's real data, not a placeholder.
         elevate_zip = zipfile.ZipFile(
@@ -182,7 +181,7 @@ def test_bad_requests_are_rejected_naming_the_field():
 
 def test_crm_event_starts_a_request_and_a_redelivery_does_not(run_request):
     # A receipt time a day ago (intake refuses times older than 92 days: past any lawful deadline).
-    received = (datetime.now(timezone.utc) - timedelta(days=1)).replace(microsecond=0)
+    received = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
     event = {
         "version": "0",
         "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
@@ -263,6 +262,7 @@ def test_manual_approval_waits_for_a_human_dpo():
         while (rule_id := waiting_rule()) is None:
             assert time.monotonic() < deadline, "the workflow never reported that approval is needed"
             time.sleep(0.2)
+
         # Several looks later the rule is still NEW: dsrflow never validates it itself in manual mode.
         def approval_waits() -> int:
             return sum(
@@ -279,9 +279,7 @@ def test_manual_approval_waits_for_a_human_dpo():
         sims["qualifio"].approve(rule_id)  # the DPO validates it in Qualifio's back office
         execution = cloud.wait(request_id)
         states = [
-            e["stateEnteredEventDetails"]["name"]
-            for e in cloud.history(request_id)
-            if "stateEnteredEventDetails" in e
+            e["stateEnteredEventDetails"]["name"] for e in cloud.history(request_id) if "stateEnteredEventDetails" in e
         ]
 
     assert execution["status"] == "SUCCEEDED"

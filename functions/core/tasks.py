@@ -248,10 +248,9 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     with _vendor_words(rt, task, "check", ctx):
         # Deadlines are the connector's call: a job that finished late is still collected.
         progress = connector.check(job, ctx)
-    word = safe_word(progress.vendor_status, connector.statuses)
-    if word is None and progress.vendor_status is not None:
-        ctx.note("status word outside the documented vocabulary", progress.vendor_status)
-        vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, "check", ctx.vendor_said[-1:])
+        word = safe_word(progress.vendor_status, connector.statuses)
+        if word is None and progress.vendor_status is not None:
+            ctx.note("status word outside the documented vocabulary", progress.vendor_status)
     progress = progress.model_copy(update={"vendor_status": word})
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now

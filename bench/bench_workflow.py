@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from local.engine import LocalCloud
 from local.simulators import SIMULATORS, simulator_class
@@ -22,6 +24,7 @@ def run_once(time_scale: float) -> None:
     with contextlib.ExitStack() as stack:
         sims = {n: stack.enter_context(simulator_class(n)(time_scale=time_scale)) for n in SIMULATORS}
         cloud = stack.enter_context(LocalCloud({n: s.credentials() for n, s in sims.items()}, time_scale=time_scale))
+        s3_calls = _count_s3_calls()
         t0 = time.perf_counter()
         accepted = cloud.submit(
             {
@@ -43,6 +46,9 @@ def run_once(time_scale: float) -> None:
             f"time scale {time_scale:>9,.0f}x: {summary['status']}, wall {wall:5.1f} s, "
             f"{transitions} state transitions, {len(history)} history events, {lambda_calls} Lambda invocations"
         )
+        # The handlers' S3 requests (AWS bills them per request): the erase-safety records (submission.json,
+        # outcome reads, vendor-said listings) live here, not in state transitions.
+        print("    S3 requests by the tasks: " + ", ".join(f"{op} {n}" for op, n in sorted(s3_calls.items())))
         for name, sim in sims.items():
             calls = sim.calls
             polls = len(sim.calls_to(STATUS_CALLS[name]))
@@ -53,6 +59,19 @@ def run_once(time_scale: float) -> None:
                 f"    {name:<11} {len(calls):3d} HTTP calls, {polls:3d} status polls over "
                 f"{span.total_seconds() / 86400:4.1f} vendor days (a 5-minute poller: {naive:,}; {ratio})"
             )
+
+
+def _count_s3_calls() -> Counter[str]:
+    """Count the S3 operations the in-process handlers make (their cached client, core.runtime.client)."""
+    from core.runtime import client
+
+    counts: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    client("s3").meta.events.register("before-call.s3", count)
+    return counts
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,7 +34,11 @@ from core.models import (
     deadline_for,
     is_text,
 )
+from core.safe import holds_subject
 from core.store import Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
 
 MAX_FIELD_ERRORS = 20  # a 400 body stays small whatever the caller sent
 # A location part the error may name: our field names, and the caller's unknown keys when they look like names.
@@ -180,15 +184,25 @@ def parse_request(raw: Any, prefix: str = "", now: datetime | None = None) -> Ds
     if problem is not None:
         raise InvalidRequest([problem])
     try:
-        return DsrRequest.model_validate(raw, context={"now": now or utcnow()})
+        request = DsrRequest.model_validate(raw, context={"now": now or utcnow()})
     except ValidationError as exc:
         raise InvalidRequest(field_errors(exc, prefix)) from None
+    if request.request_id and holds_subject(request.request_id, request.subject):
+        # The id is the execution's name: it sits in the history (90 days) and in every record, unmasked.
+        raise _invalid(f"{prefix}request_id", "must not contain the subject's identifiers (it is kept in every record)")
+    return request
 
 
 # --- planning -------------------------------------------------------------------------------------------------
 
 
-def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime, prefix: str = "") -> StoredRequest:
+def plan(
+    request: DsrRequest,
+    enabled: list[str],
+    source: Literal["api", "eventbridge", "cli"],  # StoredRequest.source
+    now: datetime,
+    prefix: str = "",
+) -> StoredRequest:
     """Normalise a request: id, deadline, and per vendor what will run or why it is skipped.
 
     InvalidRequest when a vendor the request names is not enabled in this deployment, or when no vendor can act
@@ -235,7 +249,7 @@ def plan(request: DsrRequest, enabled: list[str], source: str, now: datetime, pr
         deadline=deadline_for(received_at),
         plan=vendors,
         skipped=skipped,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         fingerprint=request.fingerprint(),
     )
 
@@ -268,9 +282,9 @@ def execution_arn(state_machine_arn: str, request_id: str) -> str:
 def accept(
     request: DsrRequest,
     *,
-    source: str,
+    source: Literal["api", "eventbridge", "cli"],
     store: Store,
-    sfn: Any,
+    sfn: SFNClient,
     state_machine_arn: str,
     enabled_vendors: list[str],
     now: datetime,
@@ -308,7 +322,7 @@ def _accepted(stored: StoredRequest, status: str, arn: str) -> Accepted:
     )
 
 
-def describe(request_id: str, *, store: Store, sfn: Any, state_machine_arn: str) -> dict[str, Any] | None:
+def describe(request_id: str, *, store: Store, sfn: SFNClient, state_machine_arn: str) -> dict[str, Any] | None:
     """Status of a request for GET /requests/{id}: the execution, and the manifest once written."""
     try:
         execution = sfn.describe_execution(executionArn=execution_arn(state_machine_arn, request_id))

@@ -1,4 +1,4 @@
-"""Vendor simulators: real HTTP servers on loopback implementing ../shared/VENDORS.md (see base.py)."""
+"""Vendor simulators: real HTTP servers on loopback implementing the vendor contracts of docs/VENDORS.md (see base.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Qualifio GDPR API simulator (../shared/VENDORS.md section 3).
+"""Qualifio GDPR API simulator (docs/VENDORS.md section 3).
 
 - auth: header `x-api-token` (401 when missing, 403 when wrong); every API call needs `?clientId=` of this
   account (400 when missing or wrong);

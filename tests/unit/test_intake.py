@@ -221,3 +221,18 @@ def test_invalid_plans_store_and_start_nothing():
     with pytest.raises(InvalidRequest):
         run(store, sfn, {"request_id": "r-2", "actions": ["export"], "subject": EVERYONE, "vendors": ["nope"]})
     assert store.requests == {} and sfn.started == []
+
+
+def test_a_request_id_holding_the_subjects_identifiers_is_refused():
+    # The id becomes the execution's name: kept in the history and every record, where no PII may be.
+    raw = {
+        "request_id": "dsr-crm-1001-x",
+        "actions": ["export"],
+        "subject": {"customer_ids": {"registered": "crm-1001-x"}},
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(raw)
+    assert caught.value.fields == [
+        {"field": "request_id", "message": "must not contain the subject's identifiers (it is kept in every record)"}
+    ]
+    assert parse_request({**raw, "request_id": "dsr-1"}).request_id == "dsr-1"

@@ -113,6 +113,8 @@ class ProgressPrinter:
                 size = sum(a["bytes"] for a in archives)
                 note = f" ({out['reason']})" if out.get("reason") else ""
                 return f"{who} completed: {len(archives)} archive(s), {size:,} bytes{note}"
+            if out["status"] == "planned":  # a dry run: nothing destructive was sent
+                return f"{who} planned (dry run): {out.get('planned_call') or out.get('reason') or ''}"
             reason = out.get("reason") or _cause(out.get("error"))
             return f"{who} FAILED: {reason}"
         job, progress = out.get("job") or {}, out.get("progress")
@@ -257,6 +259,9 @@ def parser() -> argparse.ArgumentParser:
 
     request_flags(sub.add_parser("run", help="run one request"), demo=False)
     request_flags(sub.add_parser("demo", help="export + erase for a sample subject across all simulators"), demo=True)
+    from local import smoke  # a dry-run request against a deployed stage (local/smoke.py)
+
+    smoke.add_arguments(sub.add_parser("smoke", help="dry-run smoke test of a deployed stage (AWS credentials)"))
     sp = sub.add_parser("simulator", help="run one vendor simulator by hand")
     sp.add_argument("name", choices=sorted(SIMULATORS))
     sp.add_argument("--port", type=int, default=0)
@@ -266,6 +271,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "smoke":
+        from local import smoke
+
+        return smoke.run_args(args)
     if args.command == "simulator":
         return simulator(args)
     if args.time_scale <= 0:

@@ -353,7 +353,8 @@ def test_300_kb_vendor_status_words_and_ids_fail_one_action_not_the_execution():
     # error, but AWS documents that nothing can, so on AWS it would end the whole execution.
     for vendor in EVERY:
         export = outcome(summary, vendor, "export")
-        assert export["status"] == "failed" and export["error"] in (None, "VendorError"), export  # None: vendor-reported
+        # None: the vendor's own report of failure (Record vendor failure); VendorError: an unusable answer.
+        assert export["status"] == "failed" and export["error"] in (None, "VendorError"), export
         assert export["error"] != "States.DataLimitExceeded"
     assert "an undocumented status" in outcome(summary, "qualifio", "export")["reason"]
     assert "documented format" in outcome(summary, "elevate", "export")["reason"]

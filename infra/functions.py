@@ -61,6 +61,49 @@ VENDOR_FACING = ("intake", "submit", "check", "collect")  # get VENDOR_SECRETS (
 SECRET_READERS = ("submit", "check", "collect")  # build connectors: read the credentials themselves
 
 
+# --- what each handler does with the archive bucket --------------------------------------------------------
+# Every S3 call of core/store.py, core/archive_store.py, core/vendor_said.py and core/tasks.py, per handler,
+# as IAM key patterns (ARCHITECTURE.md, "Bucket layout"). Request ids and vendor names hold no "/"
+# (core/models.REQUEST_ID_PATTERN, connectors/registry.py), so each "*" but the last stands for one segment.
+REQUEST = f"{REQUESTS_PREFIX}*/request.json"  # the subject
+MANIFEST = f"{REQUESTS_PREFIX}*/manifest.json"
+PROOF_MANIFEST = f"{PROOF_PREFIX}*/manifest.json"  # the manifest's copy, kept longer
+EXPORT_OUTCOME = f"{REQUESTS_PREFIX}*/*/export/outcome.json"  # what an erase depends on
+SUBMISSION = f"{REQUESTS_PREFIX}*/*/*/submission.json"  # the intent recorded before a vendor job is created
+VENDOR_SAID = f"{REQUESTS_PREFIX}*/*/*/vendor-said/*"  # the vendor's own words (core/vendor_said.py)
+VENDOR_SAID_PREFIX = f"{REQUESTS_PREFIX}*/*/*/vendor-said/"  # what finalize lists (core/vendor_said.keys)
+# One vendor action's folder: its archives, outcome.json, submission.json and vendor-said/ (connectors.base.Action).
+ACTION_FOLDERS = (f"{REQUESTS_PREFIX}*/*/export/*", f"{REQUESTS_PREFIX}*/*/erase/*")
+
+
+@dataclass(frozen=True)
+class S3Access:
+    get: tuple[str, ...] = ()  # s3:GetObject
+    put: tuple[str, ...] = ()  # s3:PutObject (also CreateMultipartUpload, UploadPart, CompleteMultipartUpload)
+    abort: tuple[str, ...] = ()  # s3:AbortMultipartUpload
+    # s3:ListBucket limited to these prefixes (s3:prefix); empty: on the whole bucket, for 404s (see _s3).
+    list_prefixes: tuple[str, ...] = ()
+
+
+S3_ACCESS: dict[str, S3Access] = {
+    # POST: request.json once (IfNoneMatch; a taken key is read back to tell a lost answer from a duplicate).
+    # GET /requests/{id}: the manifest, or its proof copy once the request data expired.
+    "intake": S3Access(get=(REQUEST, MANIFEST, PROOF_MANIFEST), put=(REQUEST,)),
+    # The subject, the export's outcome (erase waits for a verified export), the submission record (read,
+    # then written before the vendor call), the vendor's words.
+    "submit": S3Access(get=(REQUEST, EXPORT_OUTCOME, SUBMISSION), put=(SUBMISSION, VENDOR_SAID)),
+    "check": S3Access(get=(REQUEST,), put=(VENDOR_SAID,)),
+    # The subject; in its action's folder: the outcome (a retry that finds it completed stops), the submission
+    # record (job ids of a possible duplicate), archives listed and read back (rehash_stored), archives put by
+    # multipart upload and aborted on any failure (no orphaned parts holding personal data), outcome.json and
+    # the vendor's words written. Never request.json or the manifest.
+    "collect": S3Access(get=(REQUEST, *ACTION_FOLDERS), put=ACTION_FOLDERS, abort=ACTION_FOLDERS),
+    # Both manifest copies; the vendor-said keys of each action are listed into the manifest. It reads nothing:
+    # the outcomes come in the execution's input.
+    "finalize": S3Access(put=(MANIFEST, PROOF_MANIFEST), list_prefixes=(VENDOR_SAID_PREFIX,)),
+}
+
+
 class Functions(Construct):
     def __init__(
         self,
@@ -151,23 +194,9 @@ class Functions(Construct):
             )
             self.roles[name] = role
 
-        # --- data access, per handler (core/store.py, core/archive_store.py, core/tasks.py) ---------------
-        # s3:ListBucket on the bucket only turns "object missing" into 404 NoSuchKey instead of 403, which
-        # the code relies on (no manifest yet, no export outcome yet, unknown request id).
-        self._s3("intake", "s3:PutObject", "s3:GetObject")  # request.json (IfNoneMatch), manifest.json
-        self._s3("submit", "s3:GetObject")  # request.json (subject), the export's outcome.json, submission.json
-        self._s3("check", "s3:GetObject")  # request.json
-        # The intent record written before a vendor job is created (at most one more job per action).
-        self._s3("submit", "s3:PutObject", keys="*/submission.json")
-        # The vendor's own words (error bodies, odd status words): the private per-request objects.
-        self._s3("submit", "s3:PutObject", keys="*/vendor-said/*")
-        self._s3("check", "s3:PutObject", keys="*/vendor-said/*")
-        # request.json; archives by multipart upload (Create/UploadPart/Complete are s3:PutObject); abort on
-        # any failure so no partial object or orphaned part holding personal data remains; outcome.json.
-        self._s3("collect", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
-        self._s3("finalize", "s3:GetObject", "s3:PutObject")  # request.json, manifest.json
-        self._proof("finalize", "s3:PutObject")  # the manifest's proof copy
-        self._proof("intake", "s3:GetObject")  # GET /requests/{id} after the request data expired
+        # --- data access, per handler: S3_ACCESS below --------------------------------------------------
+        for name, access in S3_ACCESS.items():
+            self._s3(name, access)
 
         # Vendor credentials: core/secrets.py calls GetSecretValue only (through Powertools), and only where
         # connectors are built (core/runtime.connector_for: submit, check, collect). intake merely lists the
@@ -201,26 +230,42 @@ class Functions(Construct):
         """finalize puts the completion event on the CRM's bus (EVENT_BUS_NAME)."""
         bus.grant_put_events_to(self.functions["finalize"])
 
-    def _proof(self, name: str, *object_actions: str) -> None:
-        self.roles[name].add_to_policy(
-            iam.PolicyStatement(
-                actions=list(object_actions), resources=[self._storage.bucket.arn_for_objects(f"{PROOF_PREFIX}*")]
-            )
-        )
-
-    def _s3(self, name: str, *object_actions: str, keys: str = "*") -> None:
-        """Object actions on requests/{keys} (a key pattern under requests/), plus what they need."""
+    def _s3(self, name: str, access: S3Access) -> None:
+        """The object actions of `access` on exactly its key patterns, ListBucket as it says, and the KMS
+        actions they need on the bucket's key."""
         role = self.roles[name]
         bucket = self._storage.bucket
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=list(object_actions), resources=[bucket.arn_for_objects(f"{REQUESTS_PREFIX}{keys}")]
+        for action, patterns in (
+            ("s3:GetObject", access.get),
+            ("s3:PutObject", access.put),
+            ("s3:AbortMultipartUpload", access.abort),
+        ):
+            if patterns:
+                role.add_to_policy(
+                    iam.PolicyStatement(actions=[action], resources=[bucket.arn_for_objects(p) for p in patterns])
+                )
+        if access.list_prefixes:
+            # Lists these prefixes only; no GetObject relies on a 404 here.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": list(access.list_prefixes)}},
+                )
             )
-        )
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
-        # SSE-KMS with the bucket key: GenerateDataKey to write, Decrypt to read and to finish a multipart
-        # upload. Explicit actions rather than grantEncrypt/grantDecrypt, which add ReEncrypt*/GenerateDataKey*.
-        kms_actions = ["kms:Decrypt"]
-        if "s3:PutObject" in object_actions:
+        else:
+            # Unconditioned: without it S3 answers a missing object 403 instead of 404 NoSuchKey, and the code
+            # relies on "missing" (no manifest yet, no export outcome or submission record yet, unknown id).
+            # That check comes with a GetObject, which carries no s3:prefix: a prefix-conditioned grant would not
+            # count there, so these functions keep it on the bucket as before.
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        # SSE-KMS with the bucket key: GenerateDataKey to write, Decrypt to read and to complete a multipart
+        # upload (collect, which also reads). Explicit actions rather than grantEncrypt/grantDecrypt, which add
+        # ReEncrypt*/GenerateDataKey*. A function that only puts whole objects (finalize) needs no Decrypt.
+        kms_actions: list[str] = []
+        if access.get or access.abort:
+            kms_actions.append("kms:Decrypt")
+        if access.put:
             kms_actions.append("kms:GenerateDataKey")
-        role.add_to_policy(iam.PolicyStatement(actions=kms_actions, resources=[self._storage.key.key_arn]))
+        if kms_actions:
+            role.add_to_policy(iam.PolicyStatement(actions=kms_actions, resources=[self._storage.key.key_arn]))

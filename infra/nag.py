@@ -5,9 +5,12 @@ reasons in SECURITY.md; tests/infra checks that every rule suppressed here is do
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+
+from infra.functions import S3_ACCESS, S3Access
 
 if TYPE_CHECKING:
     from infra.stack import DsrflowStack
@@ -18,9 +21,10 @@ XRAY = (
     "logs:*ResourcePolicy), which do not support resource-level permissions."
 )
 REQUEST_OBJECTS = (
-    "Object actions are limited to the requests/ prefix of the archive bucket (and, for finalize's put and "
-    "intake's get of the manifest's proof copy, to proof/); the wildcard stands for the per-request keys "
-    "(requests/{request_id}/..., proof/{request_id}/manifest.json), which are created at run time."
+    "Object actions are limited to the exact key patterns this function's code reads or writes "
+    "(infra/functions.py S3_ACCESS: request.json, manifest.json and its proof/ copy, outcome.json, "
+    "submission.json, vendor-said/, one vendor action's folder); each wildcard stands for a request id, "
+    "vendor name or archive name, which exist only at run time."
 )
 EXECUTIONS = (
     "states:DescribeExecution on this state machine's executions only; execution names are request ids "
@@ -56,18 +60,21 @@ DLQ = (
 )
 
 
+def _object_patterns(access: S3Access) -> RegexAppliesTo:
+    """Exactly the object key patterns one function is granted, as cdk-nag names them
+    ("Resource::<StorageArchiveBucket1234ABCD.Arn>/requests/*/request.json"): any other wildcard still fails."""
+    patterns = sorted({*access.get, *access.put, *access.abort})
+    alternatives = "|".join(re.escape(p).replace("/", r"\/") for p in patterns)
+    return RegexAppliesTo(regex=rf"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/({alternatives})$/g")
+
+
 def _iam5(reason: str, *applies_to: str | RegexAppliesTo) -> NagPackSuppression:
     return NagPackSuppression(id="AwsSolutions-IAM5", reason=reason, applies_to=list(applies_to))
 
 
 def apply_suppressions(stack: DsrflowStack) -> None:
-    # requests/* and proof/*, and the per-action key patterns under requests/ (submission.json, vendor-said/*).
-    objects = RegexAppliesTo(
-        regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/((requests|proof)\/\*"
-        r"|requests\/\*\/submission\.json|requests\/\*\/vendor-said\/\*)$/g"
-    )
     for name, role in stack.functions.roles.items():
-        found = [_iam5(XRAY, "Resource::*"), _iam5(REQUEST_OBJECTS, objects)]
+        found = [_iam5(XRAY, "Resource::*"), _iam5(REQUEST_OBJECTS, _object_patterns(S3_ACCESS[name]))]
         if name == "intake":
             found.append(
                 _iam5(

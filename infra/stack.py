@@ -72,6 +72,9 @@ class DsrflowStack(Stack):
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
         CfnOutput(self, "ArchiveBucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "ArchiveKeyArn", value=self.storage.key.key_arn)
+        CfnOutput(
+            self, "EventBusName", value=config.event_bus_name, description="where the dsrflow events go (the CRM's bus)"
+        )
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=self.triggers.dead_letter_queue.queue_url)
         for vendor, secret in self.secrets.secrets.items():
             CfnOutput(

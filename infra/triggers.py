@@ -101,7 +101,12 @@ class Triggers(Construct):
             ),
         )
 
-        integration = apigw.LambdaIntegration(intake, proxy=True)
+        # allow_test_invoke=False: CDK would otherwise add a second permission per method for TestInvokeMethod
+        # (the console's "Test" button, SourceArn .../test-invoke-stage/...): a way into intake, with any body
+        # and any claimed identity, for whoever holds the management permission apigateway:POST on the method
+        # instead of execute-api:Invoke, past the stage's throttling and access logs. Test through the
+        # deployed stage, signed, instead.
+        integration = apigw.LambdaIntegration(intake, proxy=True, allow_test_invoke=False)
         requests = api.root.add_resource("requests")
         requests.add_method(
             "POST",

@@ -17,6 +17,12 @@ from infra.config import DeployConfigError
 from statemachines import SUBSTITUTIONS  # the names the stack must provide
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
+
+
+def state_machine_log_group_name(stage: str) -> str:
+    """The workflow's log group: under the prefix AWS documents for Step Functions vended logs."""
+    return f"{VENDED_LOGS_PREFIX}dsrflow-{stage}"
 
 
 def asl_placeholders(path: Path) -> set[str]:
@@ -54,7 +60,19 @@ class Workflow(Construct):
 
         # Execution data (inputs/outputs) stays out of the logs even though it holds only ids: the execution
         # history is the place to read it, with its own 90-day retention and IAM.
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
+        # Named under /aws/vendedlogs/states/: Step Functions adds the group to the account's CloudWatch Logs
+        # resource policy (5,120 characters per region), and as that policy nears its limit CloudWatch Logs
+        # covers every /aws/vendedlogs/ group with one wildcard, where generated names would each take room
+        # until state machines fail to enable logging (AWS, Step Functions best practices: "Avoiding CloudWatch
+        # Logs resource policy size restrictions"). A fixed name also means a retained group must be deleted
+        # (or imported) before a deleted stage is deployed again.
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=state_machine_log_group_name(stage),
+            retention=log_retention,
+            removal_policy=removal_policy,
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

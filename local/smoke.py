@@ -111,7 +111,9 @@ class StackTarget:
         missing = [k for k in ("ApiUrl", "ArchiveBucketName", "StateMachineArn") if k not in outputs]
         if missing:
             raise usage_error(f"stack {stack} has no output {', '.join(missing)}")
-        bus = event_bus or outputs.get("EventBusName") or _finalize_bus(session, cfn, stack)
+        bus = event_bus or outputs.get("EventBusName")
+        if not bus:  # a stack deployed before the output existed
+            raise usage_error(f"stack {stack} has no output EventBusName; pass --bus")
         return cls(session, outputs["ApiUrl"], outputs["ArchiveBucketName"], outputs["StateMachineArn"], bus)
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -132,16 +134,6 @@ class StackTarget:
 
     def client(self, service: str) -> Any:
         return self.session.client(service, region_name=self.region)
-
-
-def _finalize_bus(session: Any, cfn: Any, stack: str) -> str:
-    """The stack has no bus output: the bus is what the finalize function puts its event on."""
-    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack):
-        for r in page["StackResourceSummaries"]:
-            if r["ResourceType"] == "AWS::Lambda::Function" and r["LogicalResourceId"].startswith("FunctionsFinalize"):
-                config = session.client("lambda").get_function_configuration(FunctionName=r["PhysicalResourceId"])
-                return config["Environment"]["Variables"]["EVENT_BUS_NAME"]
-    raise usage_error(f"no finalize function in stack {stack}; pass --bus")
 
 
 # --- the temporary CRM listener -------------------------------------------------------------------------------

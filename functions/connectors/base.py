@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.clock import scaled, utcnow
 from core.errors import ConfigError
@@ -181,7 +181,20 @@ class Schedule(BaseModel):
     """When a connector looks at a job, in vendor time; the local time-scale shrinks it to real time.
 
     first_check: after submission; then `interval`, multiplied by `backoff` after each check up to
-    `max_interval`; `deadline` caps the whole job.
+    `max_interval`; once `slow_after` has passed since submission, every `slow_interval` instead; `deadline`
+    caps the whole job (no look is ever scheduled past it, and the connector fails a job still unfinished
+    after it with DeadlineExceeded).
+
+    The slow phase keeps the execution history within its quota by construction. Every vendor's job loop runs
+    in ONE execution, and Step Functions keeps at most 25,000 history events per execution: each look costs
+    9 events (Wait, Check task, Choice), up to 42 when every retry of the Check task is spent. Polled hourly
+    for its whole 20-day deadline, a Qualifio job alone could take ~21,000. A job not done after `slow_after`
+    waits on something slow (a DPO's validation, a vendor backlog); looking as often as in its first hours
+    only spends the budget. With it, how many looks a job can get is a function of its Schedule alone
+    (`core/history.py` computes it, `tests/unit/test_history_quota.py` keeps the sum over every connector
+    and action under 20,000). A cap on the number of checks would do it too, but it ends a job at a count
+    instead of at its deadline: a vendor slower than we guessed would be failed early, and the count would
+    have to be kept in step with every interval by hand. Here the deadline stays the only end.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -190,7 +203,19 @@ class Schedule(BaseModel):
     interval: timedelta
     backoff: float = 1.0
     max_interval: timedelta | None = None
+    slow_after: timedelta | None = None
+    slow_interval: timedelta | None = None
     deadline: timedelta
+
+    @model_validator(mode="after")
+    def _sound(self) -> Schedule:
+        if self.interval <= timedelta(0) or self.backoff < 1 or self.deadline <= timedelta(0):
+            raise ValueError("a schedule needs a positive interval and deadline and a backoff of at least 1")
+        if (self.slow_after is None) != (self.slow_interval is None):
+            raise ValueError("slow_after and slow_interval go together")
+        if self.slow_interval is not None and self.slow_interval < (self.max_interval or self.interval):
+            raise ValueError("slow_interval must not be shorter than the interval it replaces")
+        return self
 
     def first_check_at(self, submitted_at: datetime) -> datetime:
         return submitted_at + scaled(self.first_check)
@@ -198,19 +223,27 @@ class Schedule(BaseModel):
     def deadline_at(self, submitted_at: datetime) -> datetime:
         return submitted_at + scaled(self.deadline)
 
-    def next_check_at(self, job: Job, now: datetime) -> datetime:
-        """The next look after the `job.checks`-th check, never past the deadline."""
+    def gap(self, checks: int, elapsed: timedelta) -> timedelta:
+        """Vendor time from the `checks`-th look, made `elapsed` (vendor time) after submission, to the next
+        one, before the deadline clamp. The one rule next_check_at and core/history.py both use."""
+        if self.slow_after is not None and self.slow_interval is not None and elapsed >= self.slow_after:
+            return self.slow_interval
         # Grow step by step and stop once capped: the raw power overflows a timedelta after ~70 checks
         # (an hourly-polled job reaches that within days), and past the cap the answer cannot change.
         cap = min(self.max_interval or self.deadline, self.deadline)
         gap = self.interval
-        for _ in range(max(job.checks - 1, 0)):
+        for _ in range(max(checks - 1, 0)):
             if gap >= cap:
                 break
             gap = gap * self.backoff
         if self.max_interval is not None:
             gap = min(gap, self.max_interval)
-        return min(now + scaled(gap), max(job.deadline_at, now))
+        return gap
+
+    def next_check_at(self, job: Job, now: datetime) -> datetime:
+        """The next look after the `job.checks`-th check, never past the deadline."""
+        elapsed = timedelta(seconds=(now - job.submitted_at) / scaled(timedelta(seconds=1)))  # vendor time
+        return min(now + scaled(self.gap(job.checks, elapsed)), max(job.deadline_at, now))
 
 
 class Credentials(BaseModel):
@@ -228,7 +261,10 @@ class Credentials(BaseModel):
         return value.rstrip("/")
 
 
-def parse_credentials(vendor: str, model: type[Credentials], raw: Any) -> Credentials:
+CredentialsT = TypeVar("CredentialsT", bound=Credentials)
+
+
+def parse_credentials(vendor: str, model: type[CredentialsT], raw: Any) -> CredentialsT:
     """Validate a credentials object; a problem becomes a ConfigError naming vendor and field, never values."""
     if isinstance(raw, (str, bytes)):
         import json

@@ -152,8 +152,14 @@ class BloomreachConnector:
     name: ClassVar[str] = "bloomreach"
     actions: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT, Action.ERASE})
     # Synchronous vendor: look at once. The deadline only guards a workflow stuck (throttled, paused) for a week.
+    # check never answers pending, so later looks do not happen; the slow phase still bounds them by the
+    # schedule alone (the execution's history quota, core/history.py): every minute for 10, then daily.
     schedule: ClassVar[Schedule] = Schedule(
-        first_check=timedelta(0), interval=timedelta(minutes=1), deadline=timedelta(days=7)
+        first_check=timedelta(0),
+        interval=timedelta(minutes=1),
+        slow_after=timedelta(minutes=10),
+        slow_interval=timedelta(days=1),
+        deadline=timedelta(days=7),
     )
     credentials_model: ClassVar[type[Credentials]] = BloomreachCredentials
     # Synchronous calls: no job ids, no status words. The pattern matches nothing.
@@ -166,8 +172,8 @@ class BloomreachConnector:
 
     def __init__(self, credentials: BloomreachCredentials | dict[str, Any], http: VendorHttp | None = None):
         if not isinstance(credentials, BloomreachCredentials):
-            credentials = parse_credentials(self.name, BloomreachCredentials, credentials)  # type: ignore[assignment]
-        self.credentials: BloomreachCredentials = credentials  # type: ignore[assignment]
+            credentials = parse_credentials(self.name, BloomreachCredentials, credentials)
+        self.credentials: BloomreachCredentials = credentials
         self.http = http or VendorHttp(self.name)
         # Paths hold the project token (part of the secret): the client shows a placeholder instead.
         self.http.redact[f"/projects/{credentials.project_token}/"] = "/projects/{projectToken}/"
@@ -367,7 +373,7 @@ class BloomreachConnector:
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
         # Not a with-block: the spool outlives this call (it is the archive handed on), closed by its owner.
-        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # type: ignore[assignment]  # noqa: SIM115
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # noqa: SIM115
         size = 0
         what = f"{self.name}: the export-one answer"
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import requests
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
@@ -146,10 +146,10 @@ class ElevateConnector:
     job_id_pattern: ClassVar[str] = JID_PATTERN
     native_dry_run: ClassVar[frozenset[Action]] = frozenset()
 
-    def __init__(self, credentials: ElevateCredentials | dict | str, http: VendorHttp | None = None):
+    def __init__(self, credentials: ElevateCredentials | dict[str, Any] | str, http: VendorHttp | None = None):
         if not isinstance(credentials, ElevateCredentials):
-            credentials = parse_credentials(self.name, ElevateCredentials, credentials)  # type: ignore[assignment]
-        creds: ElevateCredentials = credentials  # type: ignore[assignment]
+            credentials = parse_credentials(self.name, ElevateCredentials, credentials)
+        creds: ElevateCredentials = credentials
         self.credentials = creds
         self.http = http or VendorHttp(self.name)
         self._url = f"{creds.base_url}{creds.api_prefix}/event-data"
@@ -172,7 +172,7 @@ class ElevateConnector:
         reason = self.cannot_act_on(subject, action)
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: cannot start {action.value}: {reason}")
-        key = subject.customer_key.strip()  # type: ignore[union-attr]
+        key = subject.customer_key.strip()  # type: ignore[union-attr]  # cannot_act_on refused a missing key
         endpoint = "create-export-customer-job" if action is Action.EXPORT else "create-remove-customer-job"
         answer = self._job_answer(
             "POST",
@@ -332,7 +332,7 @@ class ElevateConnector:
 
     def _job_answer(
         self, method: str, endpoint: str, params: dict[str, str], *, call: str, hide: str | None = None, **kwargs: Any
-    ) -> dict:
+    ) -> dict[str, Any]:
         """The JSON answer of a job call (the client caps its size): a dict whose `status` is a non-empty
         string. The jid is the caller's to validate."""
         body = self.http.json(method, f"{self._url}/{endpoint}", call=call, params=params, **self._args(hide, kwargs))
@@ -350,7 +350,7 @@ class ElevateConnector:
     def _read_status(self, response: requests.Response, jid: str) -> str:
         answer = _bounded_json(response)
         if isinstance(answer, dict) and isinstance(answer.get("status"), str):
-            return answer["status"]
+            return cast(str, answer["status"])  # checked just above
         raise VendorError(
             self.name,
             f"download of job {_short(jid)} answered JSON instead of a zip, without a status",

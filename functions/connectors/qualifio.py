@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
@@ -44,6 +44,7 @@ from core.http import VendorHttp, check_download_url, checked_chunks, content_le
 from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
 
 log = logging.getLogger(__name__)
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 NO_DATA_REASON = "no data held: no Qualifio profile matches the subject's email"
 # A rule waiting for a human DPO: looking every few minutes would only burn invocations.
@@ -113,13 +114,18 @@ class _ArchiveLocation(BaseModel):
 class QualifioConnector:
     name: ClassVar[str] = "qualifio"
     actions: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT, Action.ERASE})
-    # Rules finish within minutes to hours once validated; 20 days leaves a human DPO time to validate
-    # and still answer within the GDPR month.
+    # Rules finish within minutes to hours once validated: looked at within minutes, backing off to hourly.
+    # A rule not done after a day waits on something slow (a DPO, a Qualifio backlog): every 6 hours then,
+    # like a rule waiting for a DPO's validation (APPROVAL_WAIT), which keeps 20 days of looks within the
+    # execution's history quota (connectors/base.Schedule, core/history.py). 20 days leaves a human DPO
+    # time to validate and still answer within the GDPR month.
     schedule: ClassVar[Schedule] = Schedule(
         first_check=timedelta(minutes=2),
         interval=timedelta(minutes=5),
         backoff=1.5,
         max_interval=timedelta(hours=1),
+        slow_after=timedelta(days=1),
+        slow_interval=timedelta(hours=6),
         deadline=timedelta(days=20),
     )
     credentials_model: ClassVar[type[Credentials]] = QualifioCredentials
@@ -467,7 +473,7 @@ class QualifioConnector:
             ctx.note("rule-status", cap(raw, DETAIL_LIMIT))
         return word
 
-    def _parse(self, model: type[BaseModel], raw: Any, what: str) -> Any:
+    def _parse(self, model: type[_ModelT], raw: Any, what: str) -> _ModelT:
         try:
             return model.model_validate(raw)
         except ValidationError as exc:

@@ -30,7 +30,7 @@ def connector_class(vendor: str) -> type[Connector]:
         known = ", ".join(sorted(CONNECTORS))
         raise ConfigError(vendor, "vendor", f"is not a known vendor (known: {known})") from None
     module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls: type[Connector] = getattr(importlib.import_module(module_name), class_name)
     _check_vocabulary(vendor, cls)
     return cls
 
@@ -67,4 +67,4 @@ def build(vendor: str, credentials: Any, http: VendorHttp | None = None, *, manu
     creds = parse_credentials(vendor, cls.credentials_model, credentials)
     if manual_approval and "auto_validate" in type(creds).model_fields:
         creds = creds.model_copy(update={"auto_validate": False})
-    return cls(creds, http=http)  # type: ignore[call-arg]
+    return cls(creds, http=http)  # type: ignore[call-arg]  # the Protocol types instances, not constructors

@@ -125,5 +125,20 @@ class StoreUnavailable(DsrError):
     """S3 kept failing on a write the task depends on, after retries. Retried by the workflow."""
 
 
+class EventNotDelivered(DsrError):
+    """EventBridge answered PutEvents but rejected the entry (throttled, bus unavailable, not allowed): the
+    CRM was not told. Retried by the workflow's Finalize state (core/events.py); rewriting the manifest on a
+    retry is harmless. The message names the detail-type and AWS's error code, never the event's detail."""
+
+    def __init__(self, detail_type: str, error_code: str, bus: str):
+        super().__init__(
+            f"finalize: the '{detail_type}' event was not delivered to the EventBridge bus {bus} "
+            f"(EventBridge answered {error_code}); the manifest is written, the CRM has not been told yet"
+        )
+        self.detail_type = detail_type
+        self.error_code = error_code
+        self.bus = bus
+
+
 # Error names the workflow retries with backoff (see statemachines/dsr.asl.json).
 TRANSIENT_ERRORS = ("VendorTransientError", "ArchiveTransferError", "StoreUnavailable")

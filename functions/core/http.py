@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
@@ -104,7 +104,7 @@ class RetryPolicy:
     def delay(self, retry_number: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_max)
-        base = min(self.backoff_base * (2 ** (retry_number - 1)), self.backoff_max)
+        base: float = min(self.backoff_base * (2 ** (retry_number - 1)), self.backoff_max)
         return base * (0.5 + random.random() / 2)
 
 
@@ -335,39 +335,47 @@ class _Guard:
 _guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("dsrflow_http_guard", default=None)
 
 
-def _enlist(conn: HTTPConnection, sock: socket.socket | None = None) -> _Guard | None:
+def _enlist(conn: _WatchedConnection, sock: socket.socket | None = None) -> _Guard | None:
     """Register `conn` (and its socket) with the current try's guard, leaving any earlier one."""
     guard = _guard.get()
     old = getattr(conn, "_dsr_guard", None)
     if old is not None and old is not guard:
         old.release(conn)
-    conn._dsr_guard = guard  # type: ignore[attr-defined]
+    conn._dsr_guard = guard
     if guard is not None:
         guard.add(conn, sock)
     return guard
 
 
-def _leave(conn: HTTPConnection | None) -> None:
+def _leave(conn: _WatchedConnection | None) -> None:
     guard = getattr(conn, "_dsr_guard", None)
     if guard is not None:
-        guard.release(conn)  # type: ignore[arg-type]
-        conn._dsr_guard = None  # type: ignore[union-attr]
+        guard.release(conn)
+        conn._dsr_guard = None  # type: ignore[union-attr]  # it carries a guard, so it is not None
 
 
-class _WatchedConnection:
+if TYPE_CHECKING:
+    _ConnectionBase = HTTPConnection  # what the mixin is mixed into, for the type checker
+else:
+    _ConnectionBase = object
+
+
+class _WatchedConnection(_ConnectionBase):
     """Mixin for urllib3's connection classes: hand sockets to the guard, refuse work after the deadline,
     check a public vendor's peer address, and mark the moment the vendor may start acting."""
 
+    _dsr_guard: _Guard | None  # the guard of the try using it, set by _enlist
+
     def connect(self) -> None:
-        guard = _enlist(self)  # type: ignore[arg-type]
-        super().connect()  # type: ignore[misc]
+        guard = _enlist(self)
+        super().connect()
         if guard is not None and guard.fired:
-            self.close()  # type: ignore[attr-defined]
+            self.close()
             raise _DeadlineReached("deadline reached while connecting")
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        guard = _enlist(self, sock)  # type: ignore[arg-type]  # before any TLS handshake on it
+        sock = super()._new_conn()
+        guard = _enlist(self, sock)  # before any TLS handshake on it
         if guard is not None:
             self._check_peer(guard, sock)
         return sock
@@ -375,23 +383,23 @@ class _WatchedConnection:
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
         guard = _guard.get()
         if guard is not None:
-            if self.sock is None:  # type: ignore[attr-defined]
+            if self.sock is None:
                 # Connect first (http.client would on the first send), so `sent` below means a connection
                 # existed: a refused or timed-out connect is then known to have sent nothing.
                 self.connect()
-            elif not guard.watches(self):  # type: ignore[arg-type]  # a pooled connection, reused
-                _enlist(self, self.sock)  # type: ignore[arg-type,attr-defined]
-                self._check_peer(guard, self.sock)  # type: ignore[attr-defined]
+            elif not guard.watches(self):  # a pooled connection, reused
+                _enlist(self, self.sock)
+                self._check_peer(guard, self.sock)
             if guard.fired:
                 raise _DeadlineReached("deadline reached before sending")
             guard.sent = True
-        super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+        super().request(method, url, body=body, headers=headers, **kwargs)
 
     def _check_peer(self, guard: _Guard, sock: socket.socket) -> None:
         """The address actually connected to, so a name that resolved to a public address when the link was
         checked and to a private one now (DNS rebinding) is refused before a byte is sent. Behind a proxy
         the peer is the proxy, so there is nothing to check."""
-        if guard.public_only and not self.proxy and not _public_peer(sock):  # type: ignore[attr-defined]
+        if guard.public_only and not self.proxy and not _public_peer(sock):
             guard.refused_peer = True
             sock.close()
             raise _PrivatePeer("connected to a private address")
@@ -453,7 +461,7 @@ def _watch_body(response: requests.Response, guard: _Guard) -> None:
         if guard.fired:
             raise _BodyCut("the body did not finish within its deadline")
 
-    response.iter_content = iter_content  # type: ignore[method-assign]
+    response.iter_content = iter_content  # type: ignore[method-assign]  # wraps this response's reader only
 
 
 # --- addresses and download links ----------------------------------------------------------------------------
@@ -541,7 +549,7 @@ def check_download_url(
     public = _host_is_public(host, port, resolve)
     if public is None:
         transient = VendorTransientError(vendor, f"{call} link's host name does not resolve now")
-        transient.ambiguous = False  # type: ignore[attr-defined]
+        transient.ambiguous = False  # type: ignore[attr-defined]  # no such field in errors.py, see _transient
         raise transient
     if not public:
         raise VendorError(vendor, f"{call} link points to a private or loopback address")
@@ -591,7 +599,7 @@ def _transient(
 ) -> VendorTransientError:
     exc = VendorTransientError(vendor, message, detail=detail)
     # Read by the submit task: may the vendor have acted although the call failed? (errors.py has no field.)
-    exc.ambiguous = ambiguous  # type: ignore[attr-defined]
+    exc.ambiguous = ambiguous  # type: ignore[attr-defined]  # read back with getattr(..., False)
     return exc
 
 
@@ -644,8 +652,8 @@ class _CredentialSafeSession(requests.Session):
     followed, our API-key headers are dropped with `Authorization` when it leaves the host."""
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
-        super().rebuild_auth(prepared_request, response)
-        if self.should_strip_auth(response.request.url, prepared_request.url):
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]  # unannotated in types-requests
+        if self.should_strip_auth(response.request.url, prepared_request.url):  # type: ignore[no-untyped-call]  # idem
             for name in [h for h in prepared_request.headers if h.lower() in CREDENTIAL_HEADERS]:
                 del prepared_request.headers[name]
 
@@ -705,10 +713,13 @@ class VendorHttp:
         before a body is handed over: a stream that breaks later is the caller's to handle (see `checked`).
         `hide`: values of this call (customer key, email, ids) to mask should the vendor echo them.
         """
-        return self._call(
-            _Call(method, url, call or f"{method} call", kwargs, stream=stream, creates_job=creates_job),
-            destructive=destructive,
-            hide=hide,
+        return cast(
+            requests.Response,  # _call returns the response unless read_json is set
+            self._call(
+                _Call(method, url, call or f"{method} call", kwargs, stream=stream, creates_job=creates_job),
+                destructive=destructive,
+                hide=hide,
+            ),
         )
 
     def json(
@@ -751,7 +762,7 @@ class VendorHttp:
                     hop_kwargs.pop(key, None)
             hop_kwargs["headers"] = headers if on_origin else {}
             spec = _Call("GET", current, call, hop_kwargs, stream=True, redirects_ok=True, public_only=public_only)
-            response = self._call(spec, hide=hide)
+            response: requests.Response = self._call(spec, hide=hide)
             if not 300 <= response.status_code < 400:
                 return response
             status, location = response.status_code, response.headers.get("Location")
@@ -815,7 +826,7 @@ class VendorHttp:
         deadline = start + self.call_budget
         by_invocation = invocation is not None and invocation <= deadline
         if by_invocation:
-            deadline = invocation  # type: ignore[assignment]
+            deadline = invocation  # type: ignore[assignment]  # by_invocation: it is not None
         budget = deadline - start
         args = dict(spec.kwargs)
         args["timeout"] = _capped(args.get("timeout") or self.timeout, budget)

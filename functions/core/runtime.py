@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
 
@@ -13,9 +14,20 @@ from core.settings import settings
 from core.store import Store
 from core.tasks import Runtime
 
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
 
+
+@overload
+def client(service: Literal["s3"]) -> S3Client: ...
+@overload
+def client(service: Literal["events"]) -> EventBridgeClient: ...
+@overload
+def client(service: Literal["stepfunctions"]) -> SFNClient: ...
 @cache
-def client(service: str):
+def client(service: Literal["s3", "events", "stepfunctions"]) -> S3Client | EventBridgeClient | SFNClient:
     return boto3.client(service)
 
 
@@ -37,5 +49,5 @@ def runtime() -> Runtime:
 
 def reset() -> None:
     """Forget cached clients and settings (the local engine calls this between runs)."""
-    client.cache_clear()
+    client.cache_clear()  # type: ignore[attr-defined]  # the @cache wrapper behind the overloads
     settings.cache_clear()

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote, quote_plus
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ def _forms(value: str) -> set[str]:
 _MASK = "***"
 
 
+@overload
+def scrub(payload: str, values: list[str], where: str = ...) -> str: ...
+@overload
+def scrub(payload: dict[str, Any], values: list[str], where: str = ...) -> dict[str, Any]: ...
+@overload
+def scrub(payload: list[Any], values: list[str], where: str = ...) -> list[Any]: ...
 def scrub(payload: Any, values: list[str], where: str = "record") -> Any:
     """`payload` (str / dict / list) with every form of `values` masked, compared without case."""
     if not values:

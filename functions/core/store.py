@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from core.archive_store import NOT_FOUND, S3_ATTEMPTS, error_code, is_transient, with_retries
 from core.errors import DsrError, StoreUnavailable
 from core.models import Manifest, StoredRequest
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
 # A conditional put that found the key taken (S3 answers 409 ConditionalRequestConflict while another
@@ -62,7 +65,7 @@ def submission_key(request_id: str, vendor: str, action: str) -> str:
 
 
 class Store:
-    def __init__(self, s3: Any, bucket: str, kms_key_id: str, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, s3: S3Client, bucket: str, kms_key_id: str, *, sleep: Callable[[float], None] = time.sleep):
         self.s3 = s3
         self.bucket = bucket
         self.kms_key_id = kms_key_id

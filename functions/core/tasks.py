@@ -10,17 +10,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from connectors.base import Action, Connector, Job, JobContext, Progress
 from core import vendor_said
 from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
 from core.errors import MESSAGE_LIMIT, DsrError, SubmissionUncertain, VendorError, VendorTransientError, cap
+from core.events import put_event
 from core.models import ActionOutcome, ActionTask, ExecutionInput, Manifest, StoredRequest
 from core.safe import holds_subject, safe_id, safe_word, scrub, subject_values
 from core.store import Store, archive_key, manifest_key, outcome_key, proof_key, submission_key
 from core.store import prefix as request_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
 
 
 class ErasureWithheld(DsrError):
@@ -33,7 +37,7 @@ class Runtime:
     store: Store
     connector_for: Callable[[str], Connector]
     now: Callable[[], datetime] = utcnow
-    events: Any = None  # boto3 events client, for the completion event
+    events: EventBridgeClient | None = None  # for the completion event
     event_bus_name: str | None = None
 
 
@@ -286,7 +290,7 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
     ctx = _context(rt, request)
     key = outcome_key(task.request_id, task.vendor, task.action.value)
-    recorded = rt.store.get_json(key)
+    recorded: dict[str, Any] | None = rt.store.get_json(key)
     if recorded and recorded.get("status") in ("completed", "planned"):
         return recorded  # a retried collect whose first run wrote its outcome: nothing to do again
 
@@ -416,6 +420,11 @@ def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome
     return outcome.model_copy(update={"vendor_said": keys}) if keys else outcome
 
 
+# The completion event on the CRM's bus (ARCHITECTURE.md, EVENT_BUS_NAME).
+EVENT_SOURCE = "dsrflow"
+COMPLETED_DETAIL_TYPE = "Data Subject Request Completed"
+
+
 def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     execution = ExecutionInput.model_validate(payload)
     outcomes = [
@@ -427,6 +436,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     outcomes.sort(key=lambda o: (o.vendor, 0 if o.action == Action.EXPORT else 1))
     counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("completed", "planned", "failed", "skipped")}
     done = counts["completed"] + counts["planned"]
+    status: Literal["completed", "partially_failed", "failed"]  # Manifest.status
     if outcomes and done == len(outcomes):
         status = "completed"
     elif done == 0:
@@ -447,25 +457,24 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
         manifest_key=manifest_key(execution.request_id),
         proof_key=proof_key(execution.request_id),
     )
+    # Manifest first, then the event: when EventBridge rejects the event (EventNotDelivered), the workflow
+    # retries this whole task, which rewrites both manifest copies (same outcomes, a later finished_at) and
+    # puts the event again. The CRM may so see the event twice only if an answer was lost; it carries the
+    # request id to deduplicate on.
     rt.store.put_manifest(manifest)
     if rt.events is not None and rt.event_bus_name:
-        rt.events.put_events(
-            Entries=[
-                {
-                    "Source": "dsrflow",
-                    "DetailType": "Data Subject Request Completed",
-                    "EventBusName": rt.event_bus_name,
-                    "Detail": json.dumps(
-                        {
-                            "request_id": manifest.request_id,
-                            "status": manifest.status,
-                            "dry_run": manifest.dry_run,
-                            "counts": manifest.counts,
-                            "manifest": {"bucket": rt.store.bucket, "key": manifest.manifest_key},
-                        }
-                    ),
-                }
-            ]
+        put_event(
+            rt.events,
+            source=EVENT_SOURCE,
+            detail_type=COMPLETED_DETAIL_TYPE,
+            bus=rt.event_bus_name,
+            detail={
+                "request_id": manifest.request_id,
+                "status": manifest.status,
+                "dry_run": manifest.dry_run,
+                "counts": manifest.counts,
+                "manifest": {"bucket": rt.store.bucket, "key": manifest.manifest_key},
+            },
         )
     return manifest.summary()
 

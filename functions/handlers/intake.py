@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import traceback
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
@@ -33,7 +33,9 @@ app = APIGatewayRestResolver()
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,76}")
 
 
-def _accept(request, source: str, now: datetime, prefix: str = "") -> intake.Accepted:
+def _accept(
+    request: intake.DsrRequest, source: Literal["api", "eventbridge"], now: datetime, prefix: str = ""
+) -> intake.Accepted:
     s = settings()
     if not s.state_machine_arn:
         raise intake.DsrError("STATE_MACHINE_ARN is not set for the intake function")
@@ -51,12 +53,12 @@ def _accept(request, source: str, now: datetime, prefix: str = "") -> intake.Acc
     return result
 
 
-def _json(status: int, body: object) -> Response:
+def _json(status: int, body: object) -> Response[object]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.post("/requests")
-def create_request() -> Response:
+def create_request() -> Response[object]:
     event = app.current_event
     body = intake.parse_body(event.body, bool(event.is_base64_encoded))
     now = utcnow()
@@ -66,7 +68,7 @@ def create_request() -> Response:
 
 
 @app.get("/requests/<request_id>")
-def get_request(request_id: str) -> Response:
+def get_request(request_id: str) -> Response[object]:
     if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
         raise intake.InvalidRequest([{"field": "request_id", "message": "letters, digits, - and _ only (max 80)"}])
     s = settings()
@@ -78,27 +80,27 @@ def get_request(request_id: str) -> Response:
     return _json(200, found)
 
 
-@app.exception_handler(intake.InvalidRequest)
-def invalid_request(exc: intake.InvalidRequest) -> Response:
+@app.exception_handler(intake.InvalidRequest)  # type: ignore[untyped-decorator]  # unannotated in Powertools
+def invalid_request(exc: intake.InvalidRequest) -> Response[object]:
     logger.info("request rejected", extra={"fields": [f["field"] for f in exc.fields]})
     return _json(400, {"error": "invalid request", "fields": exc.fields})
 
 
-@app.exception_handler(intake.RequestConflict)
-def conflict(exc: intake.RequestConflict) -> Response:
+@app.exception_handler(intake.RequestConflict)  # type: ignore[untyped-decorator]  # idem
+def conflict(exc: intake.RequestConflict) -> Response[object]:
     logger.info("request id conflict", extra={"request_id": exc.request_id})
     return _json(409, {"error": "conflict", "message": exc.message})
 
 
-@app.exception_handler(ServiceError)
-def service_error(exc: ServiceError) -> Response:
+@app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]  # idem
+def service_error(exc: ServiceError) -> Response[object]:
     # Powertools' own answers (404 for an unknown route, ...), kept as Powertools writes them: without this,
     # the catch-all below would turn them into 500s.
     return _json(exc.status_code, {"statusCode": exc.status_code, "message": exc.msg})
 
 
-@app.exception_handler(Exception)
-def internal_error(exc: Exception) -> Response:
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]  # idem
+def internal_error(exc: Exception) -> Response[object]:
     # Only an internal failure gets here: every problem with the input is an InvalidRequest or RequestConflict.
     # An exception's text may quote the request, so the log carries its type and where it was raised, and the
     # body nothing at all (Powertools would re-raise, or in debug mode answer with the traceback).
@@ -140,7 +142,7 @@ def _event_request(event: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def _from_eventbridge(event: Any) -> dict:
+def _from_eventbridge(event: Any) -> dict[str, Any]:
     now = utcnow()
     request = intake.parse_request(_event_request(event, now), prefix="detail.", now=now)
     return _accept(request, "eventbridge", now, prefix="detail.").model_dump(mode="json")
@@ -148,7 +150,7 @@ def _from_eventbridge(event: Any) -> dict:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-def handler(event: Any, context: LambdaContext) -> dict:
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     # API Gateway proxy events have an HTTP method; anything else is treated (and validated) as a CRM event.
     if isinstance(event, dict) and "httpMethod" in event:
         return app.resolve(event, context)

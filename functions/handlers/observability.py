@@ -23,7 +23,9 @@ tracer = Tracer(service="dsrflow")
 metrics = Metrics(service="dsrflow")
 
 
-def job_task(step: Callable[[ActionTask, Runtime], dict[str, Any]]) -> Callable[[dict, LambdaContext], dict]:
+def job_task(
+    step: Callable[[ActionTask, Runtime], dict[str, Any]],
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """A Lambda handler for one job-loop step: parse the task, run the step inside the Lambda's remaining time,
     log the outcome.
 
@@ -36,7 +38,7 @@ def job_task(step: Callable[[ActionTask, Runtime], dict[str, Any]]) -> Callable[
     @logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)
     @tracer.capture_lambda_handler
     @metrics.log_metrics
-    def handler(event: dict, context: LambdaContext) -> dict:
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         task = ActionTask.model_validate(event)
         logger.append_keys(vendor=task.vendor, action=task.action.value, step=name)
         try:

@@ -248,7 +248,7 @@ class Simulator:
     def base_url(self) -> str:
         assert self._server is not None, "simulator not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]  # bound AF_INET: the host is a str
 
     def start(self) -> Simulator:
         sim = self
@@ -441,6 +441,7 @@ class _Wire:
 
 class _Handler(BaseHTTPRequestHandler):
     simulator: Simulator
+    _headers_buffer: list[bytes]  # http.server's, filled by send_header (not in typeshed)
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
@@ -510,7 +511,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            length = resp.length if streamed else len(resp.body)  # type: ignore[arg-type]
+            length = resp.length if streamed else len(resp.body)  # type: ignore[arg-type]  # not streamed: bytes
             self.send_header("Content-Length", str(length))
         # With on_complete, the last byte waits until it ran: a client that has read the whole answer sees
         # its effect (no race between the client's next call and the simulator's bookkeeping).
@@ -518,12 +519,12 @@ class _Handler(BaseHTTPRequestHandler):
         if hold_last or drip is not None:
             self._no_delay()
         wire = _Wire(self, hold_last)
-        chunks: Iterable[bytes] = resp.body if streamed else [bytes(resp.body)]  # type: ignore[list-item]
+        chunks: Iterable[bytes] = resp.body if streamed else [bytes(resp.body)]  # type: ignore[assignment,arg-type]  # as above
         sent = 0
         try:
-            self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
-            head = b"".join(self._headers_buffer)  # type: ignore[attr-defined]
-            self._headers_buffer = []  # type: ignore[attr-defined]
+            self._headers_buffer.append(b"\r\n")
+            head = b"".join(self._headers_buffer)
+            self._headers_buffer = []
             if drip_headers:
                 wire.drip = drip
             wire.write(head)

@@ -185,11 +185,11 @@ def test_key_policy_grants_nothing_to_the_functions(synth):
 # to complete a multipart upload; the vendor secrets use the same key (Decrypt); intake also sends to the
 # KMS-encrypted dead-letter queue (GenerateDataKey, Decrypt).
 KMS_ACTIONS = {
-    "intake": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts request.json; DLQ
+    "intake": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, manifests; puts request.json; DLQ
     "submit": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, outcome.json; submission.json
     "check": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, its vendor secret; vendor-said
     "collect": {"kms:Decrypt", "kms:GenerateDataKey"},  # multipart archives, outcome.json; vendor secret
-    "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads outcomes, puts the manifest (both copies)
+    "finalize": {"kms:GenerateDataKey"},  # puts the manifest (both copies, single PutObject); reads nothing
 }
 
 
@@ -207,42 +207,131 @@ def test_kms_access_is_exactly_what_the_handler_does(synth, name):
     assert granted == KMS_ACTIONS[name]
 
 
-# What each handler does with the bucket (core/store.py, core/archive_store.py, core/tasks.py), per prefix.
+# What each handler does with the bucket (core/store.py, core/archive_store.py, core/vendor_said.py,
+# core/tasks.py), action by action, as exact key patterns. Written out here, not imported from infra/.
+REQUEST = "requests/*/request.json"
+MANIFEST = "requests/*/manifest.json"
+PROOF = "proof/*/manifest.json"
+EXPORT_OUTCOME = "requests/*/*/export/outcome.json"
+SUBMISSION = "requests/*/*/*/submission.json"
+VENDOR_SAID = "requests/*/*/*/vendor-said/*"
+EXPORT_FOLDER = "requests/*/*/export/*"
+ERASE_FOLDER = "requests/*/*/erase/*"
 S3_OBJECT_ACTIONS = {
-    "intake": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:GetObject"}},
-    "submit": {
-        "requests": {"s3:GetObject"},
-        "requests/*/submission.json": {"s3:PutObject"},
-        "requests/*/vendor-said/*": {"s3:PutObject"},
+    "intake": {"s3:GetObject": {REQUEST, MANIFEST, PROOF}, "s3:PutObject": {REQUEST}},
+    "submit": {"s3:GetObject": {REQUEST, EXPORT_OUTCOME, SUBMISSION}, "s3:PutObject": {SUBMISSION, VENDOR_SAID}},
+    "check": {"s3:GetObject": {REQUEST}, "s3:PutObject": {VENDOR_SAID}},
+    "collect": {
+        "s3:GetObject": {REQUEST, EXPORT_FOLDER, ERASE_FOLDER},
+        "s3:PutObject": {EXPORT_FOLDER, ERASE_FOLDER},
+        "s3:AbortMultipartUpload": {EXPORT_FOLDER, ERASE_FOLDER},
     },
-    "check": {"requests": {"s3:GetObject"}, "requests/*/vendor-said/*": {"s3:PutObject"}},
-    "collect": {"requests": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}},
-    "finalize": {"requests": {"s3:GetObject", "s3:PutObject"}, "proof": {"s3:PutObject"}},
+    "finalize": {"s3:PutObject": {MANIFEST, PROOF}},
+}
+# s3:ListBucket: None = on the bucket without condition (a missing object must answer 404, which the code relies
+# on); a set = only those prefixes (s3:prefix), for a function that lists and reads nothing.
+LIST_BUCKET: dict[str, set[str] | None] = {
+    "intake": None,
+    "submit": None,
+    "check": None,
+    "collect": None,
+    "finalize": {"requests/*/*/*/vendor-said/"},
 }
 
 
-@pytest.mark.parametrize("name", HANDLERS)
-def test_s3_access_is_exactly_what_the_handler_does(synth, name):
+def _object_pattern(bucket_id: str, resource) -> str:
+    """'requests/*/request.json' from {"Fn::Join": ["", [<bucket ARN>, "/requests/*/request.json"]]}."""
+    parts = resource["Fn::Join"][1]
+    assert resource["Fn::Join"][0] == "" and parts[0] == {"Fn::GetAtt": [bucket_id, "Arn"]}, resource
+    assert len(parts) == 2 and parts[1].startswith("/"), resource
+    return parts[1][1:]
+
+
+def _s3_grants(synth, name: str) -> tuple[dict[str, set[str]], list[dict]]:
     bucket_id, _ = synth.archive_bucket()
-    patterns = ("requests/*/submission.json", "requests/*/vendor-said/*")
-    prefixes = {
-        p: {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{p}/*"]]} for p in ("requests", "proof")
-    } | {p: {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{p}"]]} for p in patterns}
     granted: dict[str, set[str]] = {}
+    lists = []
     for statement in synth.role_statements(_role_of(synth, name)):
         s3_actions = [a for a in synth.actions(statement) if a.startswith("s3:")]
         if not s3_actions:
             continue
-        if s3_actions == ["s3:ListBucket"]:
+        if "s3:ListBucket" in s3_actions:
+            assert s3_actions == ["s3:ListBucket"], f"{name}: ListBucket merged with {s3_actions}"
             assert statement["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
+            lists.append(statement)
             continue
-        # CDK merges statements that share their actions: one statement may name several key patterns.
+        assert "Condition" not in statement, name
+        # CDK merges statements that share their actions or resources: one statement may name several of each.
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        for resource in resources:
-            prefix = next((p for p, arn in prefixes.items() if resource == arn), None)
-            assert prefix is not None, f"{name}: object actions outside requests/ and proof/"
-            granted.setdefault(prefix, set()).update(s3_actions)
+        for action in s3_actions:
+            granted.setdefault(action, set()).update(_object_pattern(bucket_id, r) for r in resources)
+    return granted, lists
+
+
+@pytest.mark.parametrize("name", HANDLERS)
+def test_s3_access_is_exactly_what_the_handler_does(synth, name):
+    granted, lists = _s3_grants(synth, name)
     assert granted == S3_OBJECT_ACTIONS[name]
+    assert len(lists) == 1, f"{name}: expected one ListBucket statement"
+    expected = LIST_BUCKET[name]
+    if expected is None:
+        assert "Condition" not in lists[0], f"{name}: GetObject of a missing key needs ListBucket unconditioned"
+    else:
+        prefixes = lists[0]["Condition"]["StringLike"]["s3:prefix"]
+        assert set(prefixes if isinstance(prefixes, list) else [prefixes]) == expected
+        assert set(lists[0]["Condition"]) == {"StringLike"}
+
+
+def test_no_function_may_delete_or_reconfigure_the_bucket(synth):
+    allowed = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
+    for name in HANDLERS:
+        actions = {a for s in synth.role_statements(_role_of(synth, name)) for a in synth.actions(s)}
+        assert {a for a in actions if a.startswith("s3:")} <= allowed, name
+
+
+def test_the_keys_the_code_writes_and_reads_match_the_granted_patterns():
+    """The patterns above against the real key functions (core/store.py, core/vendor_said.py), with IAM's
+    wildcard (fnmatch: "*" spans "/" too): what each handler touches is granted, its neighbours are not."""
+    from fnmatch import fnmatchcase
+
+    from connectors.base import Action
+    from core import vendor_said
+    from core.store import archive_key, manifest_key, outcome_key, proof_key, request_key, submission_key
+
+    def may(name: str, action: str, key: str) -> bool:
+        return any(fnmatchcase(key, p) for p in S3_OBJECT_ACTIONS[name].get(action, set()))
+
+    rid, vendor = "dsr-2026_01", "qualifio"
+    said = f"{vendor_said.prefix(rid, vendor, 'erase')}check-20261124T100000000000Z.json"
+    assert {a.value for a in Action} == {"export", "erase"}  # the action folders granted to collect
+    for action in Action:
+        a = action.value
+        assert may("submit", "s3:GetObject", submission_key(rid, vendor, a))
+        assert may("submit", "s3:PutObject", submission_key(rid, vendor, a))
+        assert may("collect", "s3:GetObject", outcome_key(rid, vendor, a))
+        assert may("collect", "s3:GetObject", submission_key(rid, vendor, a))
+        for key in (archive_key(rid, vendor, a, "export.zip"), outcome_key(rid, vendor, a)):
+            assert may("collect", "s3:PutObject", key) and may("collect", "s3:GetObject", key)
+        assert may("collect", "s3:AbortMultipartUpload", archive_key(rid, vendor, a, "export.zip"))
+        assert not may("submit", "s3:PutObject", outcome_key(rid, vendor, a))
+    for name in ("submit", "check", "collect"):
+        assert may(name, "s3:GetObject", request_key(rid)) and not may(name, "s3:PutObject", request_key(rid))
+        assert may(name, "s3:PutObject", said)
+        assert not may(name, "s3:PutObject", manifest_key(rid)) and not may(name, "s3:PutObject", proof_key(rid))
+    assert may("submit", "s3:GetObject", outcome_key(rid, vendor, "export"))
+    assert not may("submit", "s3:GetObject", archive_key(rid, vendor, "export", "export.zip"))
+    assert not may("check", "s3:GetObject", outcome_key(rid, vendor, "export"))
+    assert may("intake", "s3:PutObject", request_key(rid)) and not may("intake", "s3:PutObject", manifest_key(rid))
+    for key in (request_key(rid), manifest_key(rid), proof_key(rid)):
+        assert may("intake", "s3:GetObject", key)
+    assert not may("intake", "s3:GetObject", archive_key(rid, vendor, "export", "export.zip"))
+    for key in (manifest_key(rid), proof_key(rid)):
+        assert may("finalize", "s3:PutObject", key)
+    assert not may("finalize", "s3:PutObject", request_key(rid)) and not S3_OBJECT_ACTIONS["finalize"].get(
+        "s3:GetObject"
+    )
+    (listed,) = LIST_BUCKET["finalize"] or set()
+    assert fnmatchcase(vendor_said.prefix(rid, vendor, "export"), listed)
 
 
 def test_state_machine_access_of_intake(synth):

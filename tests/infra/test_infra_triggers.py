@@ -143,7 +143,31 @@ def test_dlq_depth_alarm(synth):
 
 def test_outputs(synth):
     outputs = synth.json["Outputs"]
-    for name in ("ApiUrl", "StateMachineArn", "ArchiveBucketName"):
+    for name in ("ApiUrl", "StateMachineArn", "ArchiveBucketName", "EventBusName"):
         assert name in outputs
     secret_outputs = {v["Value"]["Ref"] for k, v in outputs.items() if k.startswith("SecretArn")}
     assert secret_outputs == set(synth.resources("AWS::SecretsManager::Secret"))
+
+
+def test_intake_may_be_invoked_by_the_deployed_stage_and_the_crm_rule_only(synth):
+    """No test-invoke-stage permission (CDK's LambdaIntegration default): TestInvokeMethod would reach intake
+    with the management permission apigateway:POST, past the stage's IAM check, throttling and access logs."""
+    intake_id, _ = synth.function("intake")
+    stage_id, _ = synth.one("AWS::ApiGateway::Stage")
+    rule_id, _ = synth.one("AWS::Events::Rule")
+    permissions = list(synth.resources("AWS::Lambda::Permission").values())
+    by_principal: dict[str, list[dict]] = {}
+    for permission in permissions:
+        props = permission["Properties"]
+        assert props["FunctionName"] == {"Fn::GetAtt": [intake_id, "Arn"]}, "only intake is invoked from outside"
+        assert props["Action"] == "lambda:InvokeFunction"
+        by_principal.setdefault(props["Principal"], []).append(props)
+    assert set(by_principal) == {"apigateway.amazonaws.com", "events.amazonaws.com"}
+    api = by_principal["apigateway.amazonaws.com"]
+    assert len(api) == 2  # POST /requests, GET /requests/{id}
+    for props in api:
+        parts = props["SourceArn"]["Fn::Join"][1]
+        assert {"Ref": stage_id} in parts, parts
+        assert not any(isinstance(p, str) and "test-invoke-stage" in p for p in parts)
+    (crm,) = by_principal["events.amazonaws.com"]
+    assert crm["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}

@@ -71,3 +71,22 @@ def test_state_machine_invokes_exactly_the_task_functions(synth):
     # Besides invoking, the role may only do what logging and X-Ray need (checked in detail in test_infra_iam).
     other = {a for s in statements if s is not invoke[0] for a in synth.actions(s)}
     assert all(a.startswith(("logs:", "xray:")) for a in other), other
+
+
+@pytest.mark.parametrize("which, stage", [("synth", "dev"), ("variant", "prod")])
+def test_log_group_is_named_under_the_vended_logs_prefix(request, which, stage):
+    """Step Functions adds its log group to the account's CloudWatch Logs resource policy (5,120 characters per
+    region): /aws/vendedlogs/ groups are covered by one wildcard as the policy fills up, generated names are not."""
+    synth = request.getfixturevalue(which)
+    _, sm = synth.one("AWS::StepFunctions::StateMachine")
+    (dest,) = sm["Properties"]["LoggingConfiguration"]["Destinations"]
+    group_id = dest["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    name = synth.resources("AWS::Logs::LogGroup")[group_id]["Properties"]["LogGroupName"]
+    assert name == f"/aws/vendedlogs/states/dsrflow-{stage}"
+    # No other group of the stack claims a vended-logs name (the functions log to /aws/lambda/...).
+    vended = [
+        g
+        for g in synth.resources("AWS::Logs::LogGroup").values()
+        if str(g["Properties"].get("LogGroupName", "")).startswith("/aws/vendedlogs/")
+    ]
+    assert len(vended) == 1

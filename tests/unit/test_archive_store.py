@@ -22,7 +22,16 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 from moto import mock_aws
 
 from connectors.base import Archive
-from core.archive_store import MAX_PARTS, S3_RETRY_DELAYS, UPLOAD_TOKEN, StoredArchive, rehash_stored, store_archive
+from core.archive_store import (
+    CHECKSUM_ALGORITHM,
+    MAX_PARTS,
+    S3_RETRY_DELAYS,
+    UPLOAD_TOKEN,
+    StoredArchive,
+    crc32_b64,
+    rehash_stored,
+    store_archive,
+)
 from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError
 from local.discarding_s3 import DiscardingS3
 
@@ -250,6 +259,111 @@ def test_empty_archive_is_stored_as_an_empty_encrypted_object(aws, chunks):
     assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", aws.key_arn)
     assert pending_uploads(aws.s3) == []
     assert source.closed == 1
+
+
+# --- integrity in transit: part checksums (real S3 enforces them, moto does not: the calls are checked) ------
+
+
+class Wire:
+    """What botocore makes of our calls, from its event system: the API parameters we passed
+    (before-parameter-build), the headers it sends (before-send) and the answers it parsed (after-call)."""
+
+    def __init__(self, client: Any):
+        self.params: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[tuple[str, dict[str, str]]] = []
+        self.answers: list[tuple[str, dict[str, Any]]] = []
+        events = client.meta.events
+        events.register("before-parameter-build.s3", self._params)
+        events.register("before-send.s3", self._send)
+        events.register("after-call.s3", self._answer)
+
+    def _params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.params.append((model.name, dict(params)))
+
+    def _send(self, request: Any, **kwargs: Any) -> None:
+        operation = kwargs["event_name"].rsplit(".", 1)[1]
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        self.headers.append((operation, headers))
+
+    def _answer(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        self.answers.append((model.name, parsed))
+
+    def of(self, what: list[tuple[str, Any]], operation: str) -> list[Any]:
+        return [value for name, value in what if name == operation]
+
+
+def parts_of(data: bytes, size: int = PART) -> list[bytes]:
+    return [data[at : at + size] for at in range(0, len(data), size)] or [b""]
+
+
+def test_every_part_carries_the_declared_crc32_and_complete_lists_what_s3_returned(aws):
+    data = b"".join(random_chunks([MIB] * 12))  # 3 parts: 5, 5 and 2 MiB
+    wire = Wire(aws.s3)
+
+    store_archive(aws.s3, BUCKET, KEY, aws.key_arn, Source(pieces(data, MIB), length=len(data)).archive, part_size=PART)
+
+    (create,) = wire.of(wire.params, "CreateMultipartUpload")
+    assert create["ChecksumAlgorithm"] == CHECKSUM_ALGORITHM == "CRC32"
+    assert wire.of(wire.headers, "CreateMultipartUpload")[0]["x-amz-checksum-algorithm"] == "CRC32"
+    expected = [crc32_b64(part) for part in parts_of(data)]
+    assert len(expected) == 3
+    uploads = wire.of(wire.params, "UploadPart")
+    assert [p["ChecksumAlgorithm"] for p in uploads] == ["CRC32"] * 3
+    # botocore computes the CRC32 over the bytes it sends and puts it in the trailer: the same algorithm.
+    for headers in wire.of(wire.headers, "UploadPart"):
+        assert headers["x-amz-trailer"] == "x-amz-checksum-crc32"
+        assert headers["x-amz-sdk-checksum-algorithm"] == "CRC32"
+    returned = [(a["ETag"], a["ChecksumCRC32"]) for a in wire.of(wire.answers, "UploadPart")]
+    assert [checksum for _, checksum in returned] == expected
+    (complete,) = wire.of(wire.params, "CompleteMultipartUpload")
+    assert complete["MultipartUpload"]["Parts"] == [
+        {"PartNumber": n, "ETag": etag, "ChecksumCRC32": checksum} for n, (etag, checksum) in enumerate(returned, 1)
+    ]
+    assert stored_body(aws) == data
+
+
+def test_a_retried_part_is_listed_once_with_the_checksum_of_its_successful_attempt(aws, sleeps):
+    data = b"".join(random_chunks([MIB] * 12))
+    s3 = Recording(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("RequestTimeout", 400))
+    wire = Wire(aws.s3)
+
+    store_archive(s3, BUCKET, KEY, aws.key_arn, Source(pieces(data, MIB)).archive, part_size=PART, sleep=sleeps)
+
+    (complete,) = wire.of(wire.params, "CompleteMultipartUpload")
+    parts = complete["MultipartUpload"]["Parts"]
+    assert [p["PartNumber"] for p in parts] == [1, 2, 3]
+    assert [p["ChecksumCRC32"] for p in parts] == [crc32_b64(part) for part in parts_of(data)]
+
+
+class WithoutPartChecksums(Recording):
+    """An S3 stand-in whose UploadPart answers carry no checksum (as DiscardingS3's)."""
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name != "upload_part":
+            return call
+        return lambda **kwargs: {k: v for k, v in call(**kwargs).items() if not k.startswith("Checksum")}
+
+
+def test_a_part_answer_without_checksum_gets_the_crc32_of_the_bytes_sent(aws):
+    data = b"".join(random_chunks([MIB] * 7))
+    wire = Wire(aws.s3)
+
+    store_archive(WithoutPartChecksums(aws.s3), BUCKET, KEY, aws.key_arn, Source(pieces(data, MIB)).archive, PART)
+
+    (complete,) = wire.of(wire.params, "CompleteMultipartUpload")
+    assert [p["ChecksumCRC32"] for p in complete["MultipartUpload"]["Parts"]] == [
+        crc32_b64(part) for part in parts_of(data)
+    ]
+
+
+def test_crc32_b64_is_the_value_botocore_sends():
+    from botocore.httpchecksum import Crc32Checksum
+
+    for data in (b"", b"x" * 100, random.Random(3).randbytes(MIB + 17)):
+        botocore_crc = Crc32Checksum()
+        botocore_crc.update(data)
+        assert crc32_b64(data) == botocore_crc.b64digest()
 
 
 # --- verified content: zip -----------------------------------------------------------------------------------

@@ -92,3 +92,23 @@ def test_every_next_exists_and_waits_use_the_connector_schedule():
 def test_export_runs_before_erase_one_action_at_a_time():
     states = {n: s for n, s, _ in walk(json.loads(ASL.read_text())["States"])}
     assert states["For each action (export, then erase)"]["MaxConcurrency"] == 1
+
+
+def test_finalize_retries_an_undelivered_event_with_backoff_before_the_catch_all():
+    """finalize raises EventNotDelivered when EventBridge rejects the completion event (core/events.py): retried
+    by name, with growing pauses, and ahead of States.TaskFailed (the first matching retrier is the one used)."""
+    finalize = json.loads(ASL.read_text())["States"]["Finalize manifest"]
+    names = [rule["ErrorEquals"] for rule in finalize["Retry"]]
+    (rule,) = [r for r in finalize["Retry"] if "EventNotDelivered" in r["ErrorEquals"]]
+    assert rule["ErrorEquals"] == ["EventNotDelivered"]
+    assert rule["MaxAttempts"] >= 3 and rule["BackoffRate"] > 1 and rule["IntervalSeconds"] >= 5
+    assert names.index(["EventNotDelivered"]) < names.index(["States.TaskFailed"])
+    assert issubclass(core.errors.EventNotDelivered, DsrError)
+
+
+def test_an_undelivered_completion_event_does_not_claim_the_manifest_is_missing():
+    states = json.loads(ASL.read_text())["States"]
+    catches = states["Finalize manifest"]["Catch"]
+    assert catches[0]["ErrorEquals"] == ["EventNotDelivered"]
+    assert states[catches[0]["Next"]] == {**states[catches[0]["Next"]], "Type": "Fail", "Error": "EventNotDelivered"}
+    assert catches[-1]["ErrorEquals"] == ["States.ALL"] and catches[-1]["Next"] == "Manifest not written"

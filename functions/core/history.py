@@ -1,0 +1,177 @@
+"""How many history events one execution can take, at worst: the arithmetic behind the 25,000-event quota.
+
+Step Functions keeps at most 25,000 events in one execution's history; an execution that needs more fails.
+Every vendor's job loop runs inside the same execution (an inline Map over vendors, then one over export and
+erase), so the budget is shared by all of them. This module counts, from the connectors' Schedules and the
+ASL's Retry rules, the most events an execution can possibly record; tests/unit/test_history_quota.py keeps
+that sum, over every registered connector and both actions, below 20,000.
+
+The per-state counts were measured from the real ASL running in the local engine (moto's interpreter,
+`LocalCloud.history`), and match the event types AWS documents for each state type;
+test_history_quota.py re-measures them on a local run, so a change in the workflow that adds events fails
+there. The worst case assumes every task attempt spends every retry its state allows, every vendor job is
+looked at as often as its Schedule can ever ask (until its deadline), and every action ends on its longest
+path (Submit, the Wait/Check/Choice loop, Collect, Succeed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from connectors.base import Schedule
+
+QUOTA = 25_000  # Step Functions standard workflows: history events per execution
+# What we allow ourselves: room for a vendor more, and for AWS counting an event we did not.
+BUDGET = 20_000
+ACTIONS = 2  # export, then erase, in one vendor branch
+
+# --- events per state (measured; see the module doc) -------------------------------------------------------
+EXECUTION = 2  # ExecutionStarted, ExecutionSucceeded (or ExecutionFailed)
+MAP_STATE = 4  # MapStateEntered, MapStateStarted, MapStateSucceeded, MapStateExited
+MAP_ITERATION = 2  # MapIterationStarted, MapIterationSucceeded: per item
+TASK_STATE = 2  # TaskStateEntered, TaskStateExited: once per entry, however many attempts
+TASK_ATTEMPT = 3  # TaskScheduled, TaskStarted, TaskSucceeded or TaskFailed: per attempt (a retry is one more)
+WAIT_STATE = 2  # WaitStateEntered, WaitStateExited
+CHOICE_STATE = 2  # ChoiceStateEntered, ChoiceStateExited
+PASS_STATE = 2  # PassStateEntered, PassStateExited (the "Record ... failure" states)
+SUCCEED_STATE = 2  # SucceedStateEntered, SucceedStateExited
+FAIL_STATE = 1  # FailStateEntered (the execution then ends with ExecutionFailed)
+
+# The states this arithmetic models, by name and type (statemachines/dsr.asl.json); the test compares them
+# with the ASL, so a new state makes it fail until it is counted here.
+STATES: dict[str, str] = {
+    "For each vendor": "Map",
+    "For each action (export, then erase)": "Map",
+    "Submit vendor job": "Task",
+    "Wait for vendor": "Wait",
+    "Check vendor job": "Task",
+    "Job finished?": "Choice",
+    "Wait for DPO approval": "Wait",
+    "Collect archives": "Task",
+    "Vendor action done": "Succeed",
+    "Record vendor failure": "Pass",
+    "Record submit failure": "Pass",
+    "Record check failure": "Pass",
+    "Record collect failure": "Pass",
+    "Finalize manifest": "Task",
+    "Manifest not written": "Fail",
+    "Completion event not delivered": "Fail",
+}
+TASKS = {"submit": "Submit vendor job", "check": "Check vendor job", "collect": "Collect archives"}
+FINALIZE = "Finalize manifest"
+ASL_DEFAULT_MAX_ATTEMPTS = 3  # a Retrier without MaxAttempts
+
+
+@dataclass(frozen=True)
+class Retries:
+    """The most retries one entry of each task state can make: the sum of its Retriers' MaxAttempts (each
+    Retrier counts its own attempts, so an entry failing on different errors can spend them all)."""
+
+    submit: int
+    check: int
+    collect: int
+    finalize: int
+
+    @classmethod
+    def none(cls) -> Retries:
+        return cls(0, 0, 0, 0)
+
+    @classmethod
+    def from_asl(cls, definition: Mapping[str, Any]) -> Retries:
+        found = {name: _max_retries(state) for name, state in _walk(definition["States"]) if state["Type"] == "Task"}
+        missing = {*TASKS.values(), FINALIZE} - set(found)
+        if missing:
+            raise ValueError(f"the ASL has no task state {', '.join(sorted(missing))}: update core/history.py")
+        return cls(**{role: found[name] for role, name in TASKS.items()}, finalize=found[FINALIZE])
+
+
+def _walk(states: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    for name, state in states.items():
+        yield name, state
+        for nested in (state.get("ItemProcessor"), state.get("Iterator"), *state.get("Branches", [])):
+            if nested:
+                yield from _walk(nested["States"])
+
+
+def _max_retries(state: Mapping[str, Any]) -> int:
+    return sum(int(r.get("MaxAttempts", ASL_DEFAULT_MAX_ATTEMPTS)) for r in state.get("Retry", []))
+
+
+def asl_states(definition: Mapping[str, Any]) -> dict[str, str]:
+    """{state name: type} of every state, nested ones included."""
+    return {name: state["Type"] for name, state in _walk(definition["States"])}
+
+
+def task_events(retries: int) -> int:
+    """One entry of a task state whose attempts all run: entered, exited, and every attempt."""
+    return TASK_STATE + TASK_ATTEMPT * (1 + retries)
+
+
+def worst_case_checks(schedule: Schedule, other_waits: Iterable[timedelta] = ()) -> int:
+    """The most looks one vendor job can get: every gap as short as the schedule (or any other wait the
+    connector may choose instead, e.g. Qualifio's wait for a DPO) allows, from the first check to the
+    deadline; plus the look at the deadline itself (every gap is clamped to it) and the one just after,
+    where the connector fails the job (DeadlineExceeded). Waits only ever end later than asked (whole
+    seconds, rounded up), so real jobs get fewer."""
+    waits = list(other_waits)
+    elapsed, checks = schedule.first_check, 0
+    while elapsed < schedule.deadline:
+        checks += 1
+        gap = min([schedule.gap(checks, elapsed), *waits])
+        if gap <= timedelta(0):
+            raise ValueError("a schedule whose next look is not later than the last cannot be bounded")
+        elapsed += gap
+    return checks + 2
+
+
+def action_events(checks: int, retries: Retries) -> int:
+    """One action (an item of the inner Map) on its longest path: Submit, `checks` times Wait + Check +
+    Choice, Collect, Succeed (a "Record ... failure" Pass costs the same and comes instead of Collect)."""
+    loop = WAIT_STATE + task_events(retries.check) + CHOICE_STATE
+    return (
+        MAP_ITERATION
+        + task_events(retries.submit)
+        + checks * loop
+        + task_events(retries.collect)
+        + max(SUCCEED_STATE, PASS_STATE)
+    )
+
+
+def worst_case_events(
+    schedule: Schedule, retries: Retries, *, other_waits: Iterable[timedelta] = (), actions: int = ACTIONS
+) -> int:
+    """One vendor's branch at worst: its item of the outer Map, the inner Map, and `actions` actions each
+    looked at as often as `schedule` allows."""
+    checks = worst_case_checks(schedule, other_waits)
+    return MAP_ITERATION + MAP_STATE + actions * action_events(checks, retries)
+
+
+def execution_events(vendor_events: Iterable[int], retries: Retries) -> int:
+    """The whole execution: start and end, the outer Map, every vendor's branch, Finalize with all its retries,
+    and the Fail state it may end in."""
+    return EXECUTION + MAP_STATE + sum(vendor_events) + task_events(retries.finalize) + FAIL_STATE
+
+
+def checks_for(events: int, retries: Retries, actions: int = ACTIONS) -> int:
+    """The most looks per action that fit in `events` for one vendor (a planning aid for a new connector)."""
+    per_action = (events - MAP_ITERATION - MAP_STATE) / actions
+    loop = WAIT_STATE + task_events(retries.check) + CHOICE_STATE
+    return max(0, math.floor((per_action - action_events(0, retries)) / loop))
+
+
+__all__ = [
+    "BUDGET",
+    "QUOTA",
+    "Retries",
+    "action_events",
+    "asl_states",
+    "checks_for",
+    "execution_events",
+    "task_events",
+    "worst_case_checks",
+    "worst_case_events",
+]

@@ -65,6 +65,9 @@ class JobContext(BaseModel):
     now: datetime = Field(default_factory=utcnow)
     # The request is a dry run: nothing destructive may reach a vendor (see the module doc).
     dry_run: bool = False
+    # An earlier attempt to start this action may have reached the vendor without an answer (its connection
+    # dropped or timed out after sending): a "nothing there" answer now may be that attempt's doing.
+    after_uncertain_attempt: bool = False
     # What the vendor said that is not allow-listed (error bodies, undocumented status words), as
     # (what, text) pairs. The task layer writes it to the encrypted per-request object; it is never
     # serialised with the context.
@@ -114,6 +117,9 @@ class Progress(BaseModel):
     # The vendor's status word, only when it is one of the connector's documented `statuses` (the task
     # layer drops any other; the connector notes the raw word in ctx.vendor_said).
     vendor_status: str | None = None
+    # For a failure: the error name it is recorded under. The task layer sets it (DeadlineExceeded when the
+    # reason names it, as the protocol asks, else VendorError): the workflow's "Record vendor failure" keeps it.
+    error: Literal["VendorError", "DeadlineExceeded"] | None = None
 
     @field_validator("reason", "vendor_status")
     @classmethod

@@ -62,6 +62,8 @@ BULK_PEEK_BYTES = 64 * 1024
 NO_IDS_REASON = "no customer_ids given (Bloomreach identifies customers by ids such as 'registered')"
 NO_CUSTOMER = "customer does not exist"  # Bloomreach's 404 text for export-one / anonymize
 ERASE_ACCEPTED = "anonymization accepted by vendor; Bloomreach offers no completion status"
+# After an attempt whose answer was lost: the customer is gone now, most likely anonymized by that attempt.
+ERASE_ACCEPTED_EARLIER = "anonymized by an earlier attempt whose answer was lost: Bloomreach no longer knows these ids"
 ERASE_NO_CUSTOMER = "no data held: Bloomreach has no customer with these ids, so there is nothing to anonymize"
 ANONYMIZE_CALL = "POST /data/v2/projects/{projectToken}/customers/anonymize"
 DRY_RUN_FOUND = "credentials accepted; the customer exists at Bloomreach"
@@ -201,11 +203,20 @@ class BloomreachConnector:
             return new_job(self, action, ctx, None)
 
         try:
+            # creates_job: after a timeout the vendor may have anonymized already; a blind in-call retry would
+            # then meet "Customer does not exist" and report no data held for a customer it just erased.
             body = self._post_json(
-                "anonymize", {"customer_ids": dict(subject.customer_ids)}, call="anonymize", destructive=True
+                "anonymize",
+                {"customer_ids": dict(subject.customer_ids)},
+                call="anonymize",
+                destructive=True,
+                creates_job=True,
             )
         except VendorError as exc:
             if _customer_missing(exc):
+                if ctx.after_uncertain_attempt:
+                    log.info("bloomreach: anonymized by the earlier attempt", extra={"vendor": self.name})
+                    return new_job(self, action, ctx, None, accepted_earlier=True)
                 log.info("bloomreach: no customer to anonymize", extra={"vendor": self.name})
                 return new_job(self, action, ctx, None, no_customer=True)
             raise
@@ -219,6 +230,8 @@ class BloomreachConnector:
                 return Progress.ready(ERASE_NO_CUSTOMER)
             if job.state.get("accepted"):
                 return Progress.ready(ERASE_ACCEPTED)
+            if job.state.get("accepted_earlier"):
+                return Progress.ready(ERASE_ACCEPTED_EARLIER)
             return Progress.failed(
                 "the erase job holds no record that Bloomreach accepted the anonymization; submit it again"
             )
@@ -367,9 +380,13 @@ class BloomreachConnector:
     def _post(self, suffix: str, body: dict[str, Any], *, call: str, stream: bool = False) -> requests.Response:
         return self.http.request("POST", self._url(suffix), call=call, stream=stream, **self._args(body))
 
-    def _post_json(self, suffix: str, body: dict[str, Any], *, call: str, destructive: bool = False) -> Any:
+    def _post_json(
+        self, suffix: str, body: dict[str, Any], *, call: str, destructive: bool = False, creates_job: bool = False
+    ) -> Any:
         """A short JSON answer (the client caps its size)."""
-        return self.http.json("POST", self._url(suffix), call=call, destructive=destructive, **self._args(body))
+        return self.http.json(
+            "POST", self._url(suffix), call=call, destructive=destructive, creates_job=creates_job, **self._args(body)
+        )
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
         # Not a with-block: the spool outlives this call (it is the archive handed on), closed by its owner.

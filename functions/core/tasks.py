@@ -222,6 +222,7 @@ def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
                 "for jobs of this request, then re-run if there is none"
             )
         possible_duplicate = record.unsettled() > 0
+        ctx.after_uncertain_attempt = possible_duplicate
         record.begin(ctx.now)
         try:
             job = connector.start(task.action, request.subject, ctx)
@@ -256,6 +257,12 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         if word is None and progress.vendor_status is not None:
             ctx.note("status word outside the documented vocabulary", progress.vendor_status)
     progress = progress.model_copy(update={"vendor_status": word})
+    if progress.status == "failed":
+        # Recorded as it stands by the ASL ("Record vendor failure"): give it the error name and the
+        # "<vendor> <step>:" opening every other failure has.
+        own = (progress.reason or "the vendor reported the job failed").removeprefix(f"{task.vendor}: ")
+        error = "DeadlineExceeded" if "DeadlineExceeded" in own else "VendorError"
+        progress = progress.model_copy(update={"reason": f"{task.vendor} check: {own}", "error": error})
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now
         job = job.model_copy(update={"next_check_at": max(next_at, ctx.now)})

@@ -13,6 +13,7 @@ import pytest
 from connectors import registry
 from connectors.base import Action, JobContext, Subject
 from connectors.bloomreach import (
+    ERASE_ACCEPTED_EARLIER,
     BloomreachConnector,
     BulkExportOptions,
     IdAttribute,
@@ -449,3 +450,18 @@ def test_registry_builds_the_connector_from_simulator_credentials(sim):
     connector = registry.build("bloomreach", json.dumps(sim.credentials()))
     assert isinstance(connector, BloomreachConnector)
     assert connector.credentials.base_url == sim.base_url
+
+
+def test_a_customer_gone_after_an_uncertain_attempt_is_anonymized_not_no_data_held(sim, vendor_http):
+    # The first anonymize acted, its answer was lost; the workflow's one more attempt meets "Customer does not
+    # exist". That is the earlier attempt's doing: the erase is done, and Bloomreach did hold data.
+    connector = connector_for(sim, vendor_http)
+    subject = Subject(customer_ids={"registered": SAMPLE.registered})
+    connector.start(Action.ERASE, subject, ctx_for(subject))  # the attempt whose answer "was lost"
+    retry = ctx_for(subject).model_copy(update={"after_uncertain_attempt": True})
+    job = connector.start(Action.ERASE, subject, retry)
+    assert job.state == {"accepted_earlier": True}
+    assert connector.check(job, retry).reason == ERASE_ACCEPTED_EARLIER
+    # Without an uncertain attempt before it, the same answer still means no data held.
+    unknown = Subject(customer_ids={"registered": "crm-unknown"})
+    assert connector.start(Action.ERASE, unknown, ctx_for(unknown)).state == {"no_customer": True}

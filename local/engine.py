@@ -131,6 +131,38 @@ def scale_retries(definition: str, time_scale: float) -> str:
     return json.dumps(asl)
 
 
+def api_gateway_event(
+    method: str, path: str, body: str | None = None, *, base64_encoded: bool = False
+) -> dict[str, Any]:
+    """The API Gateway REST proxy event the deployed API hands the intake function (IAM-authenticated caller)."""
+    resource, params = path, None
+    if path.startswith("/requests/"):
+        resource, params = "/requests/{id}", {"id": path.split("/requests/", 1)[1]}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/local{path}",
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/local"},
+            "accountId": "123456789012",
+            "apiId": "local",
+        },
+        "body": body,
+        "isBase64Encoded": base64_encoded,
+    }
+
+
 class LocalCloud:
     def __init__(
         self,
@@ -292,32 +324,8 @@ class LocalCloud:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Call the intake function with an API Gateway REST proxy event, as the deployed API does."""
-        resource, params = path, None
-        if path.startswith("/requests/"):
-            resource, params = "/requests/{id}", {"id": path.rsplit("/", 1)[1]}
-        event = {
-            "resource": resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": params,
-            "stageVariables": None,
-            "requestContext": {
-                "resourcePath": resource,
-                "httpMethod": method,
-                "path": f"/local{path}",
-                "stage": "local",
-                "requestId": str(uuid.uuid4()),
-                "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/local"},
-                "accountId": "123456789012",
-                "apiId": "local",
-            },
-            "body": body if isinstance(body, str) or body is None else json.dumps(body),
-            "isBase64Encoded": False,
-        }
+        text = body if isinstance(body, str) or body is None else json.dumps(body)
+        event = api_gateway_event(method, path, text)
         out = self.invoke("intake", event)
         return out["statusCode"], json.loads(out["body"]) if out.get("body") else None
 

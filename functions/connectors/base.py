@@ -30,7 +30,8 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.clock import scaled, utcnow
-from core.errors import ConfigError
+from core.errors import DETAIL_LIMIT, ConfigError, cap
+from core.safe import safe_word
 
 # Everything below travels through the execution history (256 KiB per state): caps by construction.
 REASON_LIMIT = 500
@@ -77,6 +78,14 @@ class JobContext(BaseModel):
         """Keep a vendor's words privately (e.g. `ctx.note("job-status", raw_status)`)."""
         if text not in (None, ""):
             self.vendor_said.append((what, text if isinstance(text, str) else repr(text)))
+
+    def documented_word(self, raw: str, statuses: frozenset[str], what: str) -> str | None:
+        """The vendor's status word when it is one of `statuses` (documented spelling), else None with the raw
+        word kept privately: the one gate a status word passes before any record may show it."""
+        word = safe_word(raw, statuses)
+        if word is None:
+            self.note(what, cap(raw, DETAIL_LIMIT))
+        return word
 
 
 class Job(BaseModel):

@@ -193,7 +193,7 @@ class ElevateConnector:
                 acted=True,
             )
         raw = answer["status"]
-        word = self._word(raw, ctx)
+        word = ctx.documented_word(raw, STATUSES, "job-status")
         if word in FAILED:
             raise VendorError(
                 self.name, f"{action.value} job {_short(jid)} was refused: reports {shown_word(word, STATUSES)}"
@@ -206,7 +206,7 @@ class ElevateConnector:
         jid = self._jid(job)
         key = (ctx.subject.customer_key or "").strip() or None
         raw = self._job_answer("GET", "job-status", {"jid": jid}, call="job-status", hide=key)["status"]
-        word = self._word(raw, ctx)
+        word = ctx.documented_word(raw, STATUSES, "job-status")
         what = f"{self.name}: job {_short(jid)}"
         if word == DONE:
             done = "export ready to download" if job.action is Action.EXPORT else "customer data removed"
@@ -296,7 +296,8 @@ class ElevateConnector:
             raise UnsupportedAction(f"{self.name}: cannot plan {action.value}: {reason}")
         if action is not Action.ERASE:
             raise UnsupportedAction(f"{self.name}: {action.value} changes nothing at Elevate; it needs no dry run")
-        self._word(self._job_answer("GET", "job-status", {"jid": NIL_JID}, call="job-status")["status"], ctx)
+        raw = self._job_answer("GET", "job-status", {"jid": NIL_JID}, call="job-status")["status"]
+        ctx.documented_word(raw, STATUSES, "job-status")
         prefix = self.credentials.api_prefix
         return DryRunPlan(
             call=f"POST {prefix}/event-data/create-remove-customer-job?customerKey={{customerKey}}",
@@ -339,13 +340,6 @@ class ElevateConnector:
         if not isinstance(body, dict) or not isinstance(body.get("status"), str) or not body["status"]:
             raise VendorError(self.name, f"{call} answered without a usable status", detail=f"answer: {_text(body)}")
         return body
-
-    def _word(self, raw: str, ctx: JobContext) -> str | None:
-        """The documented status word, or None (the raw word is then kept privately)."""
-        word = safe_word(raw, STATUSES)
-        if word is None:
-            ctx.note("job-status", cap(raw, DETAIL_LIMIT))
-        return word
 
     def _read_status(self, response: requests.Response, jid: str) -> str:
         answer = _bounded_json(response)

@@ -180,7 +180,7 @@ class QualifioConnector:
             return Progress.ready(NO_DATA_REASON)
         rule_id = self._rule_id(job)
         rule = self._get_rule(rule_id, ctx)
-        status = self._word(rule.status, ctx)
+        status = ctx.documented_word(rule.status, STATUSES, "rule-status")
 
         if status == "FINISHED":
             if job.action is Action.ERASE:
@@ -239,7 +239,7 @@ class QualifioConnector:
             return []
         rule_id = self._rule_id(job)
         rule = self._get_rule(rule_id, ctx)
-        status = self._word(rule.status, ctx)
+        status = ctx.documented_word(rule.status, STATUSES, "rule-status")
         if status != "FINISHED" or not rule.archive:
             raise VendorError(
                 self.name,
@@ -465,13 +465,6 @@ class QualifioConnector:
                 detail=f"archive: {_text(rule.archive)}",
             )
         return archive_id
-
-    def _word(self, raw: str, ctx: JobContext) -> str | None:
-        """The documented status word, or None (the raw word is then kept privately)."""
-        word = safe_word(raw, STATUSES)
-        if word is None:
-            ctx.note("rule-status", cap(raw, DETAIL_LIMIT))
-        return word
 
     def _parse(self, model: type[_ModelT], raw: Any, what: str) -> _ModelT:
         try:

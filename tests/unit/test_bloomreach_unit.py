@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from datetime import timedelta
 
 import pytest
@@ -206,43 +204,6 @@ def test_erase_accepted_stays_ready_after_the_deadline(connector):
         "anonymization accepted by vendor; Bloomreach offers no completion status",
     )
     assert connector.check(job.model_copy(update={"state": {}}), c).status == "failed"
-
-
-# --- the bounded top-level JSON reader ----------------------------------------------------------------------
-
-
-def summary(doc: bytes, chunk: int = 3, **kw):
-    return top_level_summary(io.BytesIO(doc).read, chunk=chunk, **kw)
-
-
-def test_summary_keeps_the_top_level_across_chunk_boundaries():
-    doc = {
-        "events": [{"type": "view", "note": 'tricky "}]\\ text {['}] * 50,
-        "success": False,
-        "errors": ['Customer "x" is locked', "retry {later}"],
-        "ids": {"registered": "crm-1"},
-        "count": 3,
-    }
-    got = summary(json.dumps(doc).encode(), keep_nested=256)
-    assert got == {**doc, "events": None}  # the big nested value is dropped, the small ones kept
-
-
-@pytest.mark.parametrize("chunk", [1, 2, 7, 64 * 1024])
-def test_summary_is_independent_of_chunk_size(chunk):
-    doc = json.dumps({"success": True, "properties": {"a": 'b\\"c'}, "k": "\u00e9\u4e2d"}).encode("utf-8")
-    assert summary(doc, chunk=chunk) == json.loads(doc)
-
-
-@pytest.mark.parametrize("doc", [b'{"success": true, "events": [1, 2', b'{"success": "tru', b"not json", b"}", b""])
-def test_summary_rejects_truncated_or_non_json(doc):
-    with pytest.raises(ValueError):
-        summary(doc)
-
-
-def test_summary_bounds_the_top_level():
-    doc = json.dumps({"success": True, "blob": "x" * 5000}).encode()
-    with pytest.raises(ValueError, match="too large"):
-        summary(doc, max_top_level=1000)
 
 
 # --- vocabulary ---------------------------------------------------------------------------------------------

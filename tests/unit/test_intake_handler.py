@@ -8,7 +8,6 @@ import base64
 import contextlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -18,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from core.intake import InvalidRequest, RequestConflict
+from local.engine import api_gateway_event
 
 REGION = "eu-west-1"
 SUBJECT = {"email": "ada@example.com", "customer_key": "k-1", "customer_ids": {"registered": "crm-1"}}
@@ -51,37 +51,12 @@ class Deployment:
         return [e["name"] for e in out]
 
     def api(self, method: str, path: str, body: Any = None, *, base64_encoded: bool = False) -> tuple[int, Any]:
-        resource, params = path, None
-        if path.startswith("/requests/"):
-            resource, params = "/requests/{id}", {"id": path.rsplit("/", 1)[1]}
         if base64_encoded and body is not None:  # bytes as they are, text as UTF-8
             raw = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
             body = base64.b64encode(raw).decode()
         elif body is not None and not isinstance(body, str):
             body = json.dumps(body)
-        event = {
-            "resource": resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": params,
-            "stageVariables": None,
-            "requestContext": {
-                "resourcePath": resource,
-                "httpMethod": method,
-                "path": f"/prod{path}",
-                "stage": "prod",
-                "requestId": str(uuid.uuid4()),
-                "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/t"},
-                "accountId": "123456789012",
-                "apiId": "api",
-            },
-            "body": body,
-            "isBase64Encoded": base64_encoded,
-        }
+        event = api_gateway_event(method, path, body, base64_encoded=base64_encoded)
         out = self.handler(event, Context())
         return out["statusCode"], json.loads(out["body"]) if out.get("body") else None
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from core.intake import InvalidRequest, RequestConflict
+from local.engine import api_gateway_event
 
 REGION = "eu-west-1"
 VENDORS = ["bloomreach", "elevate", "qualifio"]
@@ -82,32 +83,7 @@ class Deployment:
         return len(self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"])
 
     def api(self, body: Any, base64_encoded: bool = False, method: str = "POST", path: str = "/requests") -> Any:
-        resource, params = path, None
-        if path.startswith("/requests/"):
-            resource, params = "/requests/{id}", {"id": path.split("/requests/", 1)[1]}
-        event = {
-            "resource": resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": params,
-            "stageVariables": None,
-            "requestContext": {
-                "resourcePath": resource,
-                "httpMethod": method,
-                "path": f"/prod{path}",
-                "stage": "prod",
-                "requestId": "r",
-                "identity": {"sourceIp": "127.0.0.1"},
-                "accountId": "123456789012",
-                "apiId": "api",
-            },
-            "body": body,
-            "isBase64Encoded": base64_encoded,
-        }
+        event = api_gateway_event(method, path, body, base64_encoded=base64_encoded)
         return self.handler(event, Context())
 
 

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -74,6 +75,18 @@ VENDOR_SAID = f"{REQUESTS_PREFIX}*/*/*/vendor-said/*"  # the vendor's own words 
 VENDOR_SAID_PREFIX = f"{REQUESTS_PREFIX}*/*/*/vendor-said/"  # what finalize lists (core/vendor_said.keys)
 # One vendor action's folder: its archives, outcome.json, submission.json and vendor-said/ (connectors.base.Action).
 ACTION_FOLDERS = (f"{REQUESTS_PREFIX}*/*/export/*", f"{REQUESTS_PREFIX}*/*/erase/*")
+
+
+# What each handler does with the request ledger (functions/core/ledger.py): intake puts the request item and
+# its first audit event, and reads the item for GET /requests/{id}; the job-loop tasks and finalize update the
+# request item and put audit events. Nobody deletes or scans; Query is for operators until a route needs it.
+LEDGER_ACTIONS: dict[str, tuple[str, ...]] = {
+    "intake": ("dynamodb:GetItem", "dynamodb:PutItem"),
+    "submit": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "check": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "collect": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "finalize": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+}
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,24 @@ class Functions(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         intake.add_to_role_policy(iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[executions]))
+
+    def connect_ledger(self, table: dynamodb.ITable, *, retention_days: int) -> None:
+        """LEDGER_TABLE and exactly the item actions each function uses on the table (LEDGER_ACTIONS), and
+        kms:Decrypt through DynamoDB only: the table is encrypted with the stack's key, and DynamoDB decrypts
+        its table key with the caller's permission (kms:ViaService)."""
+        for name, actions in LEDGER_ACTIONS.items():
+            fn = self.functions[name]
+            fn.add_environment("LEDGER_TABLE", table.table_name)
+            fn.add_environment("LEDGER_RETENTION_DAYS", str(retention_days))
+            role = self.roles[name]
+            role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[table.table_arn]))
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt"],
+                    resources=[self._storage.key.key_arn],
+                    conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}},
+                )
+            )
 
     def connect_event_bus(self, bus: events.IEventBus) -> None:
         """finalize puts the completion event on the CRM's bus (EVENT_BUS_NAME)."""

@@ -7,6 +7,7 @@ from constructs import Construct
 
 from infra.config import STATE_MACHINE_FILE, Config, log_retention
 from infra.functions import Functions
+from infra.ledger import Ledger
 from infra.nag import apply_suppressions
 from infra.observability import Observability
 from infra.secrets import VendorSecrets
@@ -41,9 +42,11 @@ class DsrflowStack(Stack):
         self.secrets = VendorSecrets(
             self, "VendorSecrets", stage=config.stage, vendors=config.vendors, key=self.storage.key
         )
+        self.ledger = Ledger(self, "Ledger", stage=config.stage, key=self.storage.key, removal_policy=removal)
         self.functions = Functions(
             self, "Functions", config=config, storage=self.storage, secrets=self.secrets, removal_policy=removal
         )
+        self.functions.connect_ledger(self.ledger.table, retention_days=config.proof_retention_days)
         fns = self.functions.functions
         self.workflow = Workflow(
             self,
@@ -72,6 +75,7 @@ class DsrflowStack(Stack):
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
         CfnOutput(self, "ArchiveBucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "ArchiveKeyArn", value=self.storage.key.key_arn)
+        CfnOutput(self, "LedgerTableName", value=self.ledger.table.table_name, description="the request ledger")
         CfnOutput(
             self, "EventBusName", value=config.event_bus_name, description="where the dsrflow events go (the CRM's bus)"
         )

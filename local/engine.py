@@ -5,7 +5,7 @@
         summary = cloud.wait(accepted["request_id"])
 
 It creates what the CDK stack deploys, under the names the ASL substitutions use: a KMS key, the encrypted
-bucket, one secret per vendor, the five functions and the state machine. Requests enter through the intake
+bucket, one secret per vendor, the request ledger table, the five functions and the state machine. Requests enter through the intake
 function with an API Gateway proxy event, exactly as in AWS.
 
 The in-process dispatch replaces one moto method, `LambdaBackend.invoke` (moto 5.2.5; moto itself would need
@@ -270,6 +270,9 @@ class LocalCloud:
             sm.create_secret(Name=name, SecretString=value, KmsKeyId=self.kms_key_arn)
             self.secrets[vendor] = name
 
+        self.ledger_table = f"{PREFIX}-ledger"
+        self._create_ledger_table()
+
         role = self.client("iam").create_role(
             RoleName=f"{PREFIX}-role",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
@@ -286,6 +289,7 @@ class LocalCloud:
             "DSRFLOW_TIME_SCALE": repr(self.time_scale),
             "APPROVAL_MODE": self.approval_mode,
             "POWERTOOLS_SERVICE_NAME": "dsrflow",
+            "LEDGER_TABLE": self.ledger_table,
         }
         for role_name, handler in FUNCTIONS_BY_ROLE.items():
             arn = lam.create_function(
@@ -307,6 +311,47 @@ class LocalCloud:
         # In-process handlers read their settings from the process environment; one set serves all five.
         os.environ.update({**base_env, "STATE_MACHINE_ARN": self.state_machine_arn})
         self._reset_handler_caches()
+
+    def _create_ledger_table(self) -> None:
+        """The request ledger as infra/ledger.py deploys it: pk/sk, the two indexes, TTL on expires_at, KMS."""
+        ddb = self.client("dynamodb")
+        strings = ("pk", "sk", "open_pk", "deadline", "status", "received_at")
+
+        def index(name: str, hash_key: str, range_key: str) -> dict[str, Any]:
+            return {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": hash_key, "KeyType": "HASH"},
+                    {"AttributeName": range_key, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+
+        ddb.create_table(
+            TableName=self.ledger_table,
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in strings],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            BillingMode="PAY_PER_REQUEST",
+            GlobalSecondaryIndexes=[
+                index("open-by-deadline", "open_pk", "deadline"),
+                index("by-status", "status", "received_at"),
+            ],
+            SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": self.kms_key_arn},
+            DeletionProtectionEnabled=False,  # a throwaway local table
+        )
+        ddb.update_time_to_live(
+            TableName=self.ledger_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
+        ddb.update_continuous_backups(
+            TableName=self.ledger_table,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        )
+
+    def ledger(self) -> Any:
+        """The request ledger the functions write (core/ledger.Ledger over the local table)."""
+        from core.ledger import Ledger
+
+        return Ledger(self.client("dynamodb"), self.ledger_table)
 
     # --- using it ------------------------------------------------------------------------------------
     def inject_lambda_error(self, role: str, code: str = "ServiceException", times: int = 1) -> None:

@@ -23,6 +23,7 @@ from connectors import registry
 from connectors.base import Action
 from core.clock import utcnow
 from core.errors import ConfigError, DsrError
+from core.ledger import Ledger
 from core.models import (
     MAX_BODY_BYTES,
     MAX_NESTING,
@@ -289,11 +290,15 @@ def accept(
     enabled_vendors: list[str],
     now: datetime,
     prefix: str = "",
+    ledger: Ledger | None = None,
 ) -> Accepted:
     """Plan, store once, start once. A redelivery of the same request answers "duplicate"; the same id with a
-    different request raises RequestConflict; neither replaces the stored subject."""
+    different request raises RequestConflict; neither replaces the stored subject. A new request enters the
+    ledger (status `received`) before its execution starts; a duplicate does not (core/ledger.py)."""
     stored = plan(request, enabled_vendors, source, now, prefix)
     created = store.create_request(stored)
+    if created and ledger is not None:
+        ledger.received(stored)  # never raises: a lost write is repaired when finalize writes the manifest
     if not created:
         existing = store.load_request(stored.request_id)
         # Records written before fingerprints existed cannot be compared: taken as the same request.
@@ -322,8 +327,11 @@ def _accepted(stored: StoredRequest, status: str, arn: str) -> Accepted:
     )
 
 
-def describe(request_id: str, *, store: Store, sfn: SFNClient, state_machine_arn: str) -> dict[str, Any] | None:
-    """Status of a request for GET /requests/{id}: the execution, and the manifest once written."""
+def describe(
+    request_id: str, *, store: Store, sfn: SFNClient, state_machine_arn: str, ledger: Ledger | None = None
+) -> dict[str, Any] | None:
+    """Status of a request for GET /requests/{id}: the execution, the manifest once written, and the ledger's
+    view (overall status, deadline, days left, each vendor action's state; None when there is no ledger item)."""
     try:
         execution = sfn.describe_execution(executionArn=execution_arn(state_machine_arn, request_id))
     except sfn.exceptions.ExecutionDoesNotExist:
@@ -336,4 +344,5 @@ def describe(request_id: str, *, store: Store, sfn: SFNClient, state_machine_arn
         "started_at": execution["startDate"].isoformat(),
         "stopped_at": execution["stopDate"].isoformat() if execution.get("stopDate") else None,
         "manifest": manifest.summary() if manifest else None,
+        "ledger": ledger.view(request_id) if ledger is not None else None,
     }

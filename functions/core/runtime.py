@@ -6,15 +6,18 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
+from botocore.config import Config
 
 from connectors import registry
 from connectors.base import Connector
+from core.ledger import Ledger
 from core.secrets import vendor_credentials
 from core.settings import settings
 from core.store import Store
 from core.tasks import Runtime
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
@@ -26,8 +29,15 @@ def client(service: Literal["s3"]) -> S3Client: ...
 def client(service: Literal["events"]) -> EventBridgeClient: ...
 @overload
 def client(service: Literal["stepfunctions"]) -> SFNClient: ...
+@overload
+def client(service: Literal["dynamodb"]) -> DynamoDBClient: ...
 @cache
-def client(service: Literal["s3", "events", "stepfunctions"]) -> S3Client | EventBridgeClient | SFNClient:
+def client(
+    service: Literal["s3", "events", "stepfunctions", "dynamodb"],
+) -> S3Client | EventBridgeClient | SFNClient | DynamoDBClient:
+    if service == "dynamodb":
+        # The ledger's writes: botocore's standard retries first (core.ledger adds its own on throttling).
+        return boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
     return boto3.client(service)
 
 
@@ -37,6 +47,22 @@ def connector_for(vendor: str) -> Connector:
     return registry.build(vendor, vendor_credentials(vendor), manual_approval=settings().approval_mode == "manual")
 
 
+def _ledger_metric(name: str) -> None:
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Powertools shares one metric set per process: the handler's log_metrics flushes it.
+    Metrics(service="dsrflow").add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+def ledger() -> Ledger | None:
+    """The request ledger, or None where LEDGER_TABLE is unset (unit tests that do not need it)."""
+    s = settings()
+    if not s.ledger_table:
+        return None
+    return Ledger(client("dynamodb"), s.ledger_table, retention_days=s.ledger_retention_days, metric=_ledger_metric)
+
+
 def runtime() -> Runtime:
     s = settings()
     return Runtime(
@@ -44,6 +70,7 @@ def runtime() -> Runtime:
         connector_for=connector_for,
         events=client("events") if s.event_bus_name else None,
         event_bus_name=s.event_bus_name,
+        ledger=ledger(),
     )
 
 

@@ -20,6 +20,8 @@ class Settings(BaseModel):
     event_bus_name: str | None = None
     secrets_max_age: int = 300
     approval_mode: Literal["auto", "manual"] = "auto"
+    ledger_table: str | None = None
+    ledger_retention_days: int = Field(default=1095, ge=1)
 
 
 _ENV = {
@@ -30,6 +32,8 @@ _ENV = {
     "event_bus_name": "EVENT_BUS_NAME",
     "secrets_max_age": "SECRETS_MAX_AGE",
     "approval_mode": "APPROVAL_MODE",
+    "ledger_table": "LEDGER_TABLE",
+    "ledger_retention_days": "LEDGER_RETENTION_DAYS",
 }
 
 

@@ -6,6 +6,7 @@ Every function takes a `Runtime` (store, connectors, clock) so tests can run it 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
 from core.errors import MESSAGE_LIMIT, DsrError, SubmissionUncertain, VendorError, VendorTransientError, cap
 from core.events import put_event
+from core.ledger import Ledger
 from core.models import ActionOutcome, ActionTask, ExecutionInput, Manifest, StoredRequest
 from core.safe import holds_subject, safe_id, safe_word, scrub, subject_values
 from core.store import Store, archive_key, manifest_key, outcome_key, proof_key, submission_key
@@ -25,6 +27,9 @@ from core.store import prefix as request_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
+
+
+log = logging.getLogger(__name__)
 
 
 class ErasureWithheld(DsrError):
@@ -39,6 +44,7 @@ class Runtime:
     now: Callable[[], datetime] = utcnow
     events: EventBridgeClient | None = None  # for the completion event
     event_bus_name: str | None = None
+    ledger: Ledger | None = None  # the request ledger (core/ledger.py); None where LEDGER_TABLE is unset
 
 
 # --- the job loop -----------------------------------------------------------------------------------------
@@ -113,6 +119,42 @@ def _vendor_words(rt: Runtime, task: ActionTask, step: str, ctx: JobContext) -> 
         raise
     else:
         vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, step, ctx.vendor_said)
+
+
+def _recorded(rt: Runtime, task: ActionTask, event: str, out: dict[str, Any], request: StoredRequest) -> dict[str, Any]:
+    """`out` unchanged, after its step went to the ledger (which never raises: core/ledger.py)."""
+    if rt.ledger is None:
+        return out
+    try:
+        job = out.get("job") or {}
+        progress = out.get("progress") or {}
+        status = progress.get("status")
+        next_at = job.get("next_check_at") if event == "submitted" or status in ("pending", "needs_approval") else None
+        rt.ledger.action(
+            task.request_id,
+            task.vendor,
+            task.action.value,
+            out.get("status", event) if event == "collected" else event,
+            job_id=job.get("job_id") or out.get("job_id"),
+            vendor_status=progress.get("vendor_status"),
+            next_check_at=datetime.fromisoformat(next_at) if isinstance(next_at, str) else None,
+            outcome=status,
+            reason=_reason_of(event, out, progress),
+            error=progress.get("error"),
+            subject=request.subject,
+        )
+    except Exception as exc:  # the ledger is a view: the step's result goes back to the workflow regardless
+        log.warning("ledger record failed", extra={"error": type(exc).__name__})
+    return out
+
+
+def _reason_of(event: str, out: dict[str, Any], progress: dict[str, Any]) -> str | None:
+    """The step's allow-listed reason: a check's progress, a collect's outcome; a submit has none."""
+    if event == "checked":
+        return progress.get("reason")
+    if event == "collected":
+        return out.get("reason")
+    return None
 
 
 def _destructive(action: Action) -> bool:
@@ -209,12 +251,12 @@ def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
                 deadline_at=ctx.now + timedelta(days=1),
                 state={"planned": True, "call": plan.call, "verified": plan.verified, "found": plan.subject_found},
             )
-            return _with_job(task, job, None, ctx.now, request)
+            return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
 
         record = _Submissions(rt, task)
         earlier = record.created()
         if earlier is not None:
-            return _with_job(task, earlier, None, ctx.now, request)
+            return _recorded(rt, task, "submitted", _with_job(task, earlier, None, ctx.now, request), request)
         if record.unsettled() >= 2:
             raise SubmissionUncertain(
                 f"{task.vendor}: {task.action.value} was submitted twice without a usable answer (the vendor "
@@ -238,7 +280,7 @@ def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         if possible_duplicate:
             job = job.model_copy(update={"state": {**job.state, "possible_duplicate": True}})
         record.end("created", job)
-    return _with_job(task, job, None, ctx.now, request)
+    return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
 
 
 def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
@@ -248,7 +290,8 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     job = task.job.model_copy(update={"checks": task.job.checks + 1})
     if job.state.get("planned"):
         # A dry run's planned action: nothing was submitted, so there is nothing to ask the vendor.
-        return _with_job(task, job, Progress.ready("dry run: nothing was sent to the vendor"), ctx.now, request)
+        ready = Progress.ready("dry run: nothing was sent to the vendor")
+        return _recorded(rt, task, "checked", _with_job(task, job, ready, ctx.now, request), request)
     connector = _connector(rt, task.vendor, request)
     with _vendor_words(rt, task, "check", ctx):
         # Deadlines are the connector's call: a job that finished late is still collected.
@@ -266,7 +309,7 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now
         job = job.model_copy(update={"next_check_at": max(next_at, ctx.now)})
-    return _with_job(task, job, progress, ctx.now, request)
+    return _recorded(rt, task, "checked", _with_job(task, job, progress, ctx.now, request), request)
 
 
 def _archive_prefix(task: ActionTask) -> str:
@@ -299,7 +342,8 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     key = outcome_key(task.request_id, task.vendor, task.action.value)
     recorded: dict[str, Any] | None = rt.store.get_json(key)
     if recorded and recorded.get("status") in ("completed", "planned"):
-        return recorded  # a retried collect whose first run wrote its outcome: nothing to do again
+        # A retried collect whose first run wrote its outcome: nothing to do again (the ledger write is repeated).
+        return _recorded(rt, task, "collected", recorded, request)
 
     job = task.job
     common: dict[str, Any] = {
@@ -329,7 +373,7 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         )
     payload = scrub(outcome.model_dump(mode="json"), subject_values(request.subject), where="outcome")
     rt.store.put_json(key, payload)  # retried inside the store; StoreUnavailable is retried by the workflow
-    return payload
+    return _recorded(rt, task, "collected", payload, request)
 
 
 def _planned(task: ActionTask, job: Job) -> dict[str, Any]:
@@ -469,6 +513,8 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     # puts the event again. The CRM may so see the event twice only if an answer was lost; it carries the
     # request id to deduplicate on.
     rt.store.put_manifest(manifest)
+    if rt.ledger is not None:
+        rt.ledger.finished(manifest)  # never raises; rewrites every action's final state (core/ledger.py)
     if rt.events is not None and rt.event_bus_name:
         put_event(
             rt.events,

@@ -39,15 +39,17 @@ def _accept(
     s = settings()
     if not s.state_machine_arn:
         raise intake.DsrError("STATE_MACHINE_ARN is not set for the intake function")
+    rt = runtime()
     result = intake.accept(
         request,
         source=source,
-        store=runtime().store,
+        store=rt.store,
         sfn=client("stepfunctions"),
         state_machine_arn=s.state_machine_arn,
         enabled_vendors=sorted(s.vendor_secrets),
         now=now,
         prefix=prefix,
+        ledger=rt.ledger,
     )
     logger.info("request accepted", extra={"request_id": result.request_id, "status": result.status})
     return result
@@ -72,8 +74,13 @@ def get_request(request_id: str) -> Response[object]:
     if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
         raise intake.InvalidRequest([{"field": "request_id", "message": "letters, digits, - and _ only (max 80)"}])
     s = settings()
+    rt = runtime()
     found = intake.describe(
-        request_id, store=runtime().store, sfn=client("stepfunctions"), state_machine_arn=s.state_machine_arn or ""
+        request_id,
+        store=rt.store,
+        sfn=client("stepfunctions"),
+        state_machine_arn=s.state_machine_arn or "",
+        ledger=rt.ledger,
     )
     if found is None:
         return _json(404, {"error": f"no request with id {request_id}"})

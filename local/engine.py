@@ -131,6 +131,37 @@ def scale_retries(definition: str, time_scale: float) -> str:
     return json.dumps(asl)
 
 
+def create_ledger_table(ddb: Any, name: str, kms_key_arn: str | None = None) -> None:
+    """The request ledger as infra/ledger.py deploys it: pk/sk, the two indexes, TTL on expires_at, PITR, KMS."""
+    strings = ("pk", "sk", "open_pk", "deadline", "status", "received_at")
+
+    def index(index_name: str, hash_key: str, range_key: str) -> dict[str, Any]:
+        return {
+            "IndexName": index_name,
+            "KeySchema": [
+                {"AttributeName": hash_key, "KeyType": "HASH"},
+                {"AttributeName": range_key, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+
+    sse = {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": kms_key_arn} if kms_key_arn else {"Enabled": True}
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in strings],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+        GlobalSecondaryIndexes=[
+            index("open-by-deadline", "open_pk", "deadline"),
+            index("by-status", "status", "received_at"),
+        ],
+        SSESpecification=sse,
+        DeletionProtectionEnabled=False,  # a throwaway local table
+    )
+    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    ddb.update_continuous_backups(TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+
+
 def api_gateway_event(
     method: str, path: str, body: str | None = None, *, base64_encoded: bool = False
 ) -> dict[str, Any]:
@@ -271,7 +302,7 @@ class LocalCloud:
             self.secrets[vendor] = name
 
         self.ledger_table = f"{PREFIX}-ledger"
-        self._create_ledger_table()
+        create_ledger_table(self.client("dynamodb"), self.ledger_table, self.kms_key_arn)
 
         role = self.client("iam").create_role(
             RoleName=f"{PREFIX}-role",
@@ -311,41 +342,6 @@ class LocalCloud:
         # In-process handlers read their settings from the process environment; one set serves all five.
         os.environ.update({**base_env, "STATE_MACHINE_ARN": self.state_machine_arn})
         self._reset_handler_caches()
-
-    def _create_ledger_table(self) -> None:
-        """The request ledger as infra/ledger.py deploys it: pk/sk, the two indexes, TTL on expires_at, KMS."""
-        ddb = self.client("dynamodb")
-        strings = ("pk", "sk", "open_pk", "deadline", "status", "received_at")
-
-        def index(name: str, hash_key: str, range_key: str) -> dict[str, Any]:
-            return {
-                "IndexName": name,
-                "KeySchema": [
-                    {"AttributeName": hash_key, "KeyType": "HASH"},
-                    {"AttributeName": range_key, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-
-        ddb.create_table(
-            TableName=self.ledger_table,
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in strings],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            BillingMode="PAY_PER_REQUEST",
-            GlobalSecondaryIndexes=[
-                index("open-by-deadline", "open_pk", "deadline"),
-                index("by-status", "status", "received_at"),
-            ],
-            SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": self.kms_key_arn},
-            DeletionProtectionEnabled=False,  # a throwaway local table
-        )
-        ddb.update_time_to_live(
-            TableName=self.ledger_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-        )
-        ddb.update_continuous_backups(
-            TableName=self.ledger_table,
-            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-        )
 
     def ledger(self) -> Any:
         """The request ledger the functions write (core/ledger.Ledger over the local table)."""

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 from moto import mock_aws
 
 from connectors.base import Archive
@@ -34,6 +34,7 @@ from core.archive_store import (
 )
 from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError
 from local.discarding_s3 import DiscardingS3
+from tests.unit.s3_faults import FaultyS3, client_error
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # the S3 minimum, so tests need few megabytes to cross part boundaries
@@ -105,57 +106,6 @@ class Source:
         self.closed += 1
 
 
-def client_error(code: str, status: int = 500, operation: str = "S3") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
-    )
-
-
-class Recording:
-    """Wraps an S3 client: records calls and part sizes. `fail(name, ...)` makes chosen calls of one
-    operation raise: before the call reaches S3, or after it went through (`lost=True`: the answer is lost)."""
-
-    def __init__(self, client: Any):
-        self._client = client
-        self._faults: dict[str, tuple[set[int] | None, Callable[[], BaseException], bool]] = {}
-        self.calls: list[str] = []
-        self.part_sizes: list[int] = []
-
-    def fail(
-        self,
-        name: str,
-        on: Iterable[int] | None = (1,),
-        error: Callable[[], BaseException] | None = None,
-        lost: bool = False,
-    ) -> Recording:
-        """Calls number `on` (1-based; None: every call) of `name` raise `error()` (default InternalError)."""
-        self._faults[name] = (
-            set(on) if on is not None else None,
-            error or (lambda: client_error("InternalError")),
-            lost,
-        )
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(**kwargs: Any) -> Any:
-            self.calls.append(name)
-            number = self.calls.count(name)
-            fault = self._faults.get(name)
-            failing = fault is not None and (fault[0] is None or number in fault[0])
-            if failing and not fault[2]:
-                raise fault[1]()
-            if name == "upload_part":
-                self.part_sizes.append(len(kwargs["Body"]))
-            result = method(**kwargs)
-            if failing:
-                raise fault[1]()
-            return result
-
-        return call
-
-
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHIVE_SPOOL_DIR", str(tmp_path))
@@ -208,7 +158,7 @@ def test_archive_larger_than_a_part_lands_whole_with_checksum_and_sse_kms(aws):
     sizes = [64 * 1024] * 192  # 12 MiB
     expected_sha, total = sha256_of(random_chunks(sizes))
     source = Source(random_chunks(sizes), length=total)
-    s3 = Recording(aws.s3)
+    s3 = FaultyS3(aws.s3)
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
@@ -237,7 +187,7 @@ def test_odd_chunk_sizes_are_rebuffered_into_exact_parts(aws):
     sizes = [1, 7 * MIB, 1, 4 * MIB - 1, PART, 3, 2 * MIB]  # straddles, fills and overflows part boundaries
     expected_sha, total = sha256_of(random_chunks(sizes))
     source = Source(random_chunks(sizes))  # no announced length: nothing to verify against, still stored
-    s3 = Recording(aws.s3)
+    s3 = FaultyS3(aws.s3)
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
 
@@ -324,7 +274,7 @@ def test_every_part_carries_the_declared_crc32_and_complete_lists_what_s3_return
 
 def test_a_retried_part_is_listed_once_with_the_checksum_of_its_successful_attempt(aws, sleeps):
     data = b"".join(random_chunks([MIB] * 12))
-    s3 = Recording(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("RequestTimeout", 400))
+    s3 = FaultyS3(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("RequestTimeout", 400))
     wire = Wire(aws.s3)
 
     store_archive(s3, BUCKET, KEY, aws.key_arn, Source(pieces(data, MIB)).archive, part_size=PART, sleep=sleeps)
@@ -335,7 +285,7 @@ def test_a_retried_part_is_listed_once_with_the_checksum_of_its_successful_attem
     assert [p["ChecksumCRC32"] for p in parts] == [crc32_b64(part) for part in parts_of(data)]
 
 
-class WithoutPartChecksums(Recording):
+class WithoutPartChecksums(FaultyS3):
     """An S3 stand-in whose UploadPart answers carry no checksum (as DiscardingS3's)."""
 
     def __getattr__(self, name: str) -> Any:
@@ -488,7 +438,7 @@ def test_zip_bigger_than_the_spool_limit_is_too_large_and_leaves_nothing(aws, mo
 def test_zip_announced_beyond_the_spool_limit_is_refused_before_any_s3_call(aws, monkeypatch):
     monkeypatch.setenv("ARCHIVE_SPOOL_LIMIT_MB", "1")
     source = Source(random_chunks([MIB] * 2), length=2 * MIB, kind="zip")
-    s3 = Recording(aws.s3)
+    s3 = FaultyS3(aws.s3)
 
     with pytest.raises(ArchiveTooLarge, match=r"announced 2097152 bytes, more than the 1 MiB"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
@@ -596,7 +546,7 @@ def test_longer_than_announced_is_rejected_without_reading_to_the_end(aws):
 )
 def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, operation, method):
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
-    s3 = Recording(aws.s3).fail(method, on=None)
+    s3 = FaultyS3(aws.s3).fail(method, on=None)
 
     with pytest.raises(
         ArchiveTransferError,
@@ -615,7 +565,7 @@ def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, opera
 
 def test_s3_refusal_that_is_not_transient_is_not_retried(aws, sleeps):
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
-    s3 = Recording(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("AccessDenied", 403))
+    s3 = FaultyS3(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("AccessDenied", 403))
 
     with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \(AccessDenied\); nothing"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
@@ -647,7 +597,7 @@ def test_interrupt_aborts_the_upload_and_propagates_unchanged(aws):
 def test_abort_failing_once_is_retried_and_leaves_nothing(aws, sleeps):
     source = Source(random_chunks([MIB] * 12), fail_after=6, error=requests.ConnectionError("reset"))
     unavailable = lambda: client_error("ServiceUnavailable", 503)  # noqa: E731
-    s3 = Recording(aws.s3).fail("abort_multipart_upload", on=[1], error=unavailable)
+    s3 = FaultyS3(aws.s3).fail("abort_multipart_upload", on=[1], error=unavailable)
 
     with pytest.raises(ArchiveTransferError, match="the download broke off after 6291456 bytes"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
@@ -659,7 +609,7 @@ def test_abort_failing_once_is_retried_and_leaves_nothing(aws, sleeps):
 def test_failed_abort_still_reports_the_original_failure(aws, sleeps):
     source = Source(random_chunks([MIB] * 12), fail_after=6, error=requests.ConnectionError("reset"))
     unavailable = lambda: client_error("ServiceUnavailable", 503)  # noqa: E731
-    s3 = Recording(aws.s3).fail("abort_multipart_upload", on=None, error=unavailable)
+    s3 = FaultyS3(aws.s3).fail("abort_multipart_upload", on=None, error=unavailable)
 
     with pytest.raises(ArchiveTransferError, match="the download broke off after 6291456 bytes"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
@@ -672,7 +622,7 @@ def test_failed_abort_still_reports_the_original_failure(aws, sleeps):
 
 def test_announced_length_beyond_s3_part_limit_is_rejected_before_upload(aws):
     source = Source(random_chunks([MIB]), length=PART * MAX_PARTS + 1)
-    s3 = Recording(aws.s3)
+    s3 = FaultyS3(aws.s3)
 
     with pytest.raises(ArchiveTransferError, match=r"more than 10000 parts"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART)
@@ -713,7 +663,7 @@ def zip_source(size_mib: int = 12) -> tuple[Source, bytes]:
 )
 def test_s3_failing_once_is_retried_and_the_archive_lands_byte_identical(aws, sleeps, method, error):
     source, data = zip_source()
-    s3 = Recording(aws.s3).fail(method, on=[2 if method == "upload_part" else 1], error=error)
+    s3 = FaultyS3(aws.s3).fail(method, on=[2 if method == "upload_part" else 1], error=error)
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
@@ -733,10 +683,10 @@ def test_s3_failing_once_is_retried_and_the_archive_lands_byte_identical(aws, sl
 def test_complete_that_went_through_with_its_answer_lost_then_no_such_upload_is_a_success(aws, sleeps):
     source, data = zip_source()
     # 1st complete reaches S3 and succeeds, the answer is lost; S3 answers the retry NoSuchUpload.
-    lost = Recording(aws.s3).fail(
+    lost = FaultyS3(aws.s3).fail(
         "complete_multipart_upload", on=[1], lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3")
     )
-    s3 = Recording(lost).fail("complete_multipart_upload", on=[2], error=lambda: client_error("NoSuchUpload", 404))
+    s3 = FaultyS3(lost).fail("complete_multipart_upload", on=[2], error=lambda: client_error("NoSuchUpload", 404))
 
     stored = store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
@@ -749,7 +699,7 @@ def test_complete_that_went_through_with_its_answer_lost_then_no_such_upload_is_
 
 def test_complete_whose_answers_are_all_lost_is_confirmed_by_head(aws, sleeps):
     source, data = zip_source(6)
-    s3 = Recording(aws.s3).fail(
+    s3 = FaultyS3(aws.s3).fail(
         "complete_multipart_upload", on=None, lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3")
     )
 
@@ -764,7 +714,7 @@ def test_no_such_upload_without_our_object_at_the_key_is_a_failure(aws, sleeps):
     source, data = zip_source(6)
     # An object from another upload (an earlier run) with the very same bytes: not ours, not proof.
     aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
-    s3 = Recording(aws.s3).fail("complete_multipart_upload", on=[1], error=lambda: client_error("NoSuchUpload", 404))
+    s3 = FaultyS3(aws.s3).fail("complete_multipart_upload", on=[1], error=lambda: client_error("NoSuchUpload", 404))
 
     with pytest.raises(
         ArchiveTransferError,
@@ -800,7 +750,7 @@ def test_rehash_stored_of_a_missing_object_is_none(aws):
 def test_rehash_stored_retries_a_transient_read_failure(aws, sleeps):
     doc = b'{"success": true, "properties": {}}'
     aws.s3.put_object(Bucket=BUCKET, Key=JSON_KEY, Body=doc, ContentType="application/json")
-    s3 = Recording(aws.s3).fail("get_object", on=[1], error=lambda: client_error("InternalError"))
+    s3 = FaultyS3(aws.s3).fail("get_object", on=[1], error=lambda: client_error("InternalError"))
 
     stored = rehash_stored(s3, BUCKET, JSON_KEY, "x.json", "", "json", sleep=sleeps)
 
@@ -831,7 +781,7 @@ def test_rehash_stored_refuses_an_unverifiable_object_and_leaves_it(aws):
 
 def test_rehash_stored_gives_up_after_the_retries(aws, sleeps):
     aws.s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"x")
-    s3 = Recording(aws.s3).fail("get_object", on=None, error=lambda: client_error("ServiceUnavailable", 503))
+    s3 = FaultyS3(aws.s3).fail("get_object", on=None, error=lambda: client_error("ServiceUnavailable", 503))
 
     with pytest.raises(
         ArchiveTransferError,

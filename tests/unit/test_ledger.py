@@ -13,35 +13,11 @@ from moto import mock_aws
 from connectors.base import Action
 from core.ledger import Ledger
 from core.models import ActionOutcome, Manifest, Skipped, StoredRequest, Subject, VendorPlan
+from local.engine import create_ledger_table
 
 TABLE = "ledger"
 RECEIVED = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 EMAIL = "Jane.Doe@Example.com"
-
-
-def create_table(client) -> None:
-    keys = ("pk", "sk", "open_pk", "deadline", "status", "received_at")
-
-    def index(name, hash_key, range_key):
-        return {
-            "IndexName": name,
-            "KeySchema": [
-                {"AttributeName": hash_key, "KeyType": "HASH"},
-                {"AttributeName": range_key, "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        }
-
-    client.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        BillingMode="PAY_PER_REQUEST",
-        GlobalSecondaryIndexes=[
-            index("open-by-deadline", "open_pk", "deadline"),
-            index("by-status", "status", "received_at"),
-        ],
-    )
 
 
 class Clock:
@@ -57,7 +33,7 @@ class Clock:
 def ledger():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        create_table(client)
+        create_ledger_table(client, TABLE)
         yield Ledger(client, TABLE, now=Clock())
 
 

@@ -5,7 +5,6 @@ answer for a duplicate)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,57 +17,10 @@ from core.archive_store import S3_RETRY_DELAYS
 from core.errors import TRANSIENT_ERRORS, StoreUnavailable
 from core.models import StoredRequest
 from core.store import Store, request_key
+from tests.unit.s3_faults import FaultyS3, client_error
 
 BUCKET = "dsrflow-store-test"
 KEY = "requests/r-1/elevate/export/outcome.json"
-
-
-def client_error(code: str, status: int = 500) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "S3"
-    )
-
-
-class Faulty:
-    """Wraps an S3 client: calls number `on` (1-based; None: all) of one operation raise `error()`, before
-    reaching S3, or after it (`lost=True`: S3 acted, the answer is lost)."""
-
-    def __init__(self, client: Any):
-        self._client = client
-        self._faults: dict[str, tuple[set[int] | None, Callable[[], BaseException], bool]] = {}
-        self.calls: list[str] = []
-
-    def fail(
-        self,
-        name: str,
-        on: Iterable[int] | None = (1,),
-        error: Callable[[], BaseException] | None = None,
-        lost: bool = False,
-    ) -> Faulty:
-        self._faults[name] = (
-            set(on) if on is not None else None,
-            error or (lambda: client_error("InternalError")),
-            lost,
-        )
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not callable(method) or name == "get_paginator":
-            return method
-
-        def call(**kwargs: Any) -> Any:
-            self.calls.append(name)
-            fault = self._faults.get(name)
-            failing = fault is not None and (fault[0] is None or self.calls.count(name) in fault[0])
-            if failing and not fault[2]:
-                raise fault[1]()
-            result = method(**kwargs)
-            if failing:
-                raise fault[1]()
-            return result
-
-        return call
 
 
 @pytest.fixture
@@ -82,7 +34,7 @@ def aws():
 
 @pytest.fixture
 def store(aws, sleeps):
-    def make(faulty: Faulty | None = None) -> Store:
+    def make(faulty: FaultyS3 | None = None) -> Store:
         s3, key_arn = aws
         return Store(faulty or s3, BUCKET, key_arn, sleep=sleeps)
 
@@ -125,7 +77,7 @@ def request(request_id: str = "r-1", **extra: Any) -> StoredRequest:
     ids=["internal", "slowdown", "request-timeout", "any-5xx", "endpoint", "read-timeout"],
 )
 def test_put_json_failing_once_is_retried_and_stored_encrypted(aws, store, sleeps, error):
-    s3 = Faulty(aws[0]).fail("put_object", error=error)
+    s3 = FaultyS3(aws[0]).fail("put_object", error=error)
 
     store(s3).put_json(KEY, {"status": "completed"})
 
@@ -137,7 +89,7 @@ def test_put_json_failing_once_is_retried_and_stored_encrypted(aws, store, sleep
 
 
 def test_put_json_failing_every_time_is_store_unavailable(aws, store, sleeps):
-    s3 = Faulty(aws[0]).fail("put_object", on=None)
+    s3 = FaultyS3(aws[0]).fail("put_object", on=None)
 
     with pytest.raises(StoreUnavailable) as err:
         store(s3).put_json(KEY, {"status": "completed"})
@@ -149,7 +101,7 @@ def test_put_json_failing_every_time_is_store_unavailable(aws, store, sleeps):
 
 
 def test_a_refusal_that_is_not_transient_propagates_at_once(aws, store, sleeps):
-    s3 = Faulty(aws[0]).fail("put_object", error=lambda: client_error("AccessDenied", 403))
+    s3 = FaultyS3(aws[0]).fail("put_object", error=lambda: client_error("AccessDenied", 403))
 
     with pytest.raises(ClientError, match="AccessDenied"):
         store(s3).put_json(KEY, {})
@@ -174,7 +126,7 @@ def test_put_manifest_retries_each_copy(aws, store, sleeps):
             "proof_key": "proof/r-1/manifest.json",
         }
     )
-    s3 = Faulty(aws[0]).fail("put_object", on=[1, 3], error=lambda: client_error("ServiceUnavailable", 503))
+    s3 = FaultyS3(aws[0]).fail("put_object", on=[1, 3], error=lambda: client_error("ServiceUnavailable", 503))
 
     store(s3).put_manifest(manifest)
 
@@ -194,7 +146,7 @@ def test_create_request_once_then_a_duplicate_is_false(aws, store):
 
 def test_create_request_retried_after_a_lost_answer_is_still_a_success(aws, store, sleeps):
     # The first put lands at S3 but its answer is lost; the retry finds the key taken by our own bytes.
-    s3 = Faulty(aws[0]).fail("put_object", lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
+    s3 = FaultyS3(aws[0]).fail("put_object", lost=True, error=lambda: ConnectionClosedError(endpoint_url="https://s3"))
 
     assert store(s3).create_request(request()) is True
 
@@ -204,21 +156,21 @@ def test_create_request_retried_after_a_lost_answer_is_still_a_success(aws, stor
 
 def test_create_request_retried_into_another_request_is_a_duplicate(aws, store):
     store().create_request(request(source="eventbridge"))  # someone else's, just before our retry
-    s3 = Faulty(aws[0]).fail("put_object", error=lambda: client_error("InternalError"))
+    s3 = FaultyS3(aws[0]).fail("put_object", error=lambda: client_error("InternalError"))
 
     assert store(s3).create_request(request()) is False
     assert read(aws, request_key("r-1"))["source"] == "eventbridge"
 
 
 def test_create_request_precondition_conflict_is_not_retried(aws, store, sleeps):
-    s3 = Faulty(aws[0]).fail("put_object", error=lambda: client_error("ConditionalRequestConflict", 409))
+    s3 = FaultyS3(aws[0]).fail("put_object", error=lambda: client_error("ConditionalRequestConflict", 409))
 
     assert store(s3).create_request(request()) is False
     assert s3.calls == ["put_object"] and sleeps.delays == []
 
 
 def test_create_request_failing_every_time_is_store_unavailable(aws, store):
-    s3 = Faulty(aws[0]).fail("put_object", on=None, error=lambda: client_error("SlowDown", 503))
+    s3 = FaultyS3(aws[0]).fail("put_object", on=None, error=lambda: client_error("SlowDown", 503))
 
     with pytest.raises(
         StoreUnavailable,
@@ -233,27 +185,27 @@ def test_create_request_failing_every_time_is_store_unavailable(aws, store):
 
 def test_get_json_retries_a_transient_failure(aws, store, sleeps):
     store().put_json(KEY, {"a": 1})
-    s3 = Faulty(aws[0]).fail("get_object", error=lambda: EndpointConnectionError(endpoint_url="https://s3"))
+    s3 = FaultyS3(aws[0]).fail("get_object", error=lambda: EndpointConnectionError(endpoint_url="https://s3"))
 
     assert store(s3).get_json(KEY) == {"a": 1}
     assert s3.calls == ["get_object", "get_object"] and sleeps.delays == [S3_RETRY_DELAYS[0]]
 
 
 def test_get_json_of_a_missing_key_is_none_without_retrying(aws, store, sleeps):
-    s3 = Faulty(aws[0])
+    s3 = FaultyS3(aws[0])
     assert store(s3).get_json(KEY) is None
     assert s3.calls == ["get_object"] and sleeps.delays == []
 
 
 def test_get_json_failing_every_time_is_store_unavailable(aws, store):
-    s3 = Faulty(aws[0]).fail("get_object", on=None)
+    s3 = FaultyS3(aws[0]).fail("get_object", on=None)
     with pytest.raises(StoreUnavailable, match=rf"^S3 GetObject of {KEY} failed \(InternalError\) after 4 attempts$"):
         store(s3).get_json(KEY)
 
 
 def test_load_request_reads_through_a_hiccup(aws, store):
     store().create_request(request())
-    s3 = Faulty(aws[0]).fail("get_object", error=lambda: client_error("InternalError"))
+    s3 = FaultyS3(aws[0]).fail("get_object", error=lambda: client_error("InternalError"))
     assert store(s3).load_request("r-1") == request()
 
 

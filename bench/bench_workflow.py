@@ -1,30 +1,72 @@
-"""One 3-vendor export + erase request on the embedded cloud: wall time, state transitions, vendor calls.
+"""One 3-vendor export + erase request on the embedded cloud: wall time, state transitions, vendor calls, and
+what the request lifecycle costs (the approval gate's transitions and invocations, the ledger's DynamoDB units).
 
 The ratio that matters is polling: how many status calls each vendor got, against what a fixed
-"every 5 minutes" poller would have made over the same vendor time.
+"every 5 minutes" poller would have made over the same vendor time. The lifecycle's cost is read against the
+baseline below: figures printed, never asserted (wall time depends on the machine).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from local.cli import Gatekeeper
 from local.engine import LocalCloud
 from local.simulators import SIMULATORS, simulator_class
 from local.simulators.data import SAMPLE
 
 STATUS_CALLS = {"elevate": r"job-status", "qualifio": r"/v1/gdpr/rules/[^/]+$", "bloomreach": r"$^"}
 
+# The same request before the lifecycle issue (issue 9): the previous bench run, at commit 94e91f7
+# (`make bench`, both time scales): 41 state transitions and 19 Lambda invocations (TaskScheduled events).
+BASELINE_COMMIT = "94e91f7"
+BASELINE_TRANSITIONS = 41
+BASELINE_LAMBDA_INVOCATIONS = 19
+AIM = 0.25  # the issue's aim: the lifecycle adds under +25% to either
 
-def run_once(time_scale: float) -> None:
+# DynamoDB's billing: on demand, one write request unit per 1 KB of item written (rounded up, at least one),
+# one read request unit per 4 KB read strongly consistent (half that eventually consistent; indexes always are).
+# A transactional write costs two per item.
+WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+READ_OPS = ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems")
+WRITE_UNIT, READ_UNIT = 1024, 4096
+
+
+@dataclass
+class Figures:
+    label: str
+    status: str = ""
+    wall: float = 0.0
+    transitions: int = 0
+    history_events: int = 0
+    lambda_invocations: int = 0
+    api_calls: int = 0  # the intake function's invocations: the request itself, and each approval
+    ddb: DynamoMeter | None = None
+    s3_calls: Counter[str] = field(default_factory=Counter)
+    vendors: list[str] = field(default_factory=list)
+
+
+def run_once(time_scale: float, require_approval: str = "none") -> Figures:
+    gated = require_approval != "none"
+    label = f"time scale {time_scale:>9,.0f}x, approval gate {require_approval}" + (" (auto-approved)" if gated else "")
+    figures = Figures(label)
     with contextlib.ExitStack() as stack:
         sims = {n: stack.enter_context(simulator_class(n)(time_scale=time_scale)) for n in SIMULATORS}
-        cloud = stack.enter_context(LocalCloud({n: s.credentials() for n, s in sims.items()}, time_scale=time_scale))
-        s3_calls = _count_s3_calls()
+        cloud = stack.enter_context(
+            LocalCloud(
+                {n: s.credentials() for n, s in sims.items()}, time_scale=time_scale, require_approval=require_approval
+            )
+        )
+        figures.s3_calls = _count_s3_calls()
+        figures.ddb = DynamoMeter.on_handlers(cloud)
         t0 = time.perf_counter()
         accepted = cloud.submit(
             {
@@ -36,34 +78,64 @@ def run_once(time_scale: float) -> None:
                 },
             }
         )
-        execution = cloud.wait(accepted["request_id"], timeout=600)
-        wall = time.perf_counter() - t0
-        history = cloud.history(accepted["request_id"])
-        summary = json.loads(execution["output"])
-        transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
-        lambda_calls = sum(1 for e in history if e["type"] == "TaskScheduled")
-        print(
-            f"time scale {time_scale:>9,.0f}x: {summary['status']}, wall {wall:5.1f} s, "
-            f"{transitions} state transitions, {len(history)} history events, {lambda_calls} Lambda invocations"
-        )
-        # The handlers' S3 requests (AWS bills them per request): the erase-safety records (submission.json,
-        # outcome reads, vendor-said listings) live here, not in state transitions.
-        print("    S3 requests by the tasks: " + ", ".join(f"{op} {n}" for op, n in sorted(s3_calls.items())))
+        request_id = accepted["request_id"]
+        figures.api_calls = 1
+        if gated:
+            figures.api_calls += _approve_until_done(cloud, request_id)
+        execution = cloud.wait(request_id, timeout=600)
+        figures.wall = time.perf_counter() - t0
+        history = cloud.history(request_id)
+        figures.status = json.loads(execution["output"])["status"]
+        figures.transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
+        figures.history_events = len(history)
+        figures.lambda_invocations = sum(1 for e in history if e["type"] == "TaskScheduled")
         for name, sim in sims.items():
             calls = sim.calls
             polls = len(sim.calls_to(STATUS_CALLS[name]))
             span = (max(c.at for c in calls) - min(c.at for c in calls)) if calls else timedelta()
             naive = int(span / timedelta(minutes=5))
             ratio = f"{naive / polls:,.0f}x fewer" if polls else "no polling"
-            print(
-                f"    {name:<11} {len(calls):3d} HTTP calls, {polls:3d} status polls over "
+            figures.vendors.append(
+                f"{name:<11} {len(calls):3d} HTTP calls, {polls:3d} status polls over "
                 f"{span.total_seconds() / 86400:4.1f} vendor days (a 5-minute poller: {naive:,}; {ratio})"
             )
+    _print(figures)
+    return figures
+
+
+def _approve_until_done(cloud: LocalCloud, request_id: str, timeout: float = 600.0) -> int:
+    """Approve each gate as it opens, through the API as an operator does (local.cli's Gatekeeper, quiet);
+    returns how many approve calls were made."""
+    keeper = Gatekeeper(cloud, request_id, "approve", say=lambda line: None)
+    sfn = cloud.client("stepfunctions")
+    end = time.monotonic() + timeout
+    while sfn.describe_execution(executionArn=cloud.execution_arn(request_id))["status"] == "RUNNING":
+        keeper.poll()
+        if time.monotonic() > end:
+            raise TimeoutError(f"{request_id} still running after {timeout:.0f}s")
+        time.sleep(0.05)
+    return len(keeper.answered)
+
+
+def _print(f: Figures) -> None:
+    print(
+        f"{f.label}: {f.status}, wall {f.wall:5.1f} s, {f.transitions} state transitions, "
+        f"{f.history_events} history events, {f.lambda_invocations} Lambda invocations by the workflow "
+        f"(+ {f.api_calls} API call(s) to intake)"
+    )
+    if f.ddb is not None:
+        for line in f.ddb.report():
+            print(f"    {line}")
+    # The handlers' S3 requests (AWS bills them per request): the erase-safety records (submission.json,
+    # outcome reads, vendor-said listings) live here, not in state transitions.
+    print("    S3 requests by the tasks: " + ", ".join(f"{op} {n}" for op, n in sorted(f.s3_calls.items())))
+    for line in f.vendors:
+        print(f"    {line}")
 
 
 def _count_s3_calls() -> Counter[str]:
-    """Count the S3 operations the in-process handlers make (their cached client, core.runtime.client)."""
-    from core.runtime import client
+    """Count the S3 operations the in-process handlers make (their cached client, handlers.runtime.client)."""
+    from handlers.runtime import client
 
     counts: Counter[str] = Counter()
 
@@ -74,6 +146,198 @@ def _count_s3_calls() -> Counter[str]:
     return counts
 
 
+# --- DynamoDB: calls and capacity units ---------------------------------------------------------------------
+
+
+def attribute_size(value: dict[str, Any]) -> int:
+    """Bytes of one DynamoDB attribute value (low-level form, {"S": ...}), by DynamoDB's item-size rules."""
+    ((kind, v),) = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        return _number_size(v)
+    if kind == "B":
+        return len(v)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(s.encode()) for s in v)
+    if kind == "NS":
+        return sum(_number_size(n) for n in v)
+    if kind == "BS":
+        return sum(len(b) for b in v)
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(x) for x in v)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + attribute_size(x) for k, x in v.items())
+    raise ValueError(f"unknown DynamoDB type {kind}")
+
+
+def _number_size(text: str) -> int:
+    digits = text.lstrip("-").replace(".", "").lstrip("0").rstrip("0") or "0"
+    return 1 + math.ceil(len(digits) / 2)
+
+
+def item_size(item: dict[str, Any] | None) -> int:
+    return sum(len(name.encode()) + attribute_size(v) for name, v in (item or {}).items())
+
+
+class DynamoMeter:
+    """Every DynamoDB call one client makes, through botocore's events on it, with the capacity units DynamoDB
+    bills for it: a write costs the larger of the item before and after, which an uncounted client of the same
+    tables (`peek`) reads around the call. Index writes (the ledger's two GSIs) are counted apart."""
+
+    def __init__(self, peek: Any):
+        self.peek = peek
+        self.lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.write_units = 0
+        self.index_write_units = 0
+        self.read_units = 0.0
+        self.largest_item = 0
+        self._schemas: dict[str, tuple[list[str], list[tuple[str, ...]]]] = {}
+
+    @classmethod
+    def on_handlers(cls, cloud: LocalCloud) -> DynamoMeter:
+        """Meter the in-process handlers' cached client (handlers.runtime.client), the ledger's only client."""
+        from handlers.runtime import client
+
+        meter = cls(cloud.client("dynamodb"))
+        events = client("dynamodb").meta.events
+        events.register("before-parameter-build.dynamodb", meter._before)
+        events.register("after-call.dynamodb", meter._after)
+        return meter
+
+    # The items a write touches: (table, key, item written or None, transactional).
+    def _targets(
+        self, op: str, params: dict[str, Any]
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any] | None, bool]]:
+        if op == "PutItem":
+            return [(params["TableName"], self._key(params["TableName"], params["Item"]), params["Item"], False)]
+        if op in ("UpdateItem", "DeleteItem"):
+            return [(params["TableName"], params["Key"], None, False)]
+        found = []
+        if op == "BatchWriteItem":
+            for table, requests in params["RequestItems"].items():
+                for r in requests:
+                    if "PutRequest" in r:
+                        item = r["PutRequest"]["Item"]
+                        found.append((table, self._key(table, item), item, False))
+                    else:
+                        found.append((table, r["DeleteRequest"]["Key"], None, False))
+        elif op == "TransactWriteItems":
+            for entry in params["TransactItems"]:
+                ((kind, body),) = entry.items()
+                item = body.get("Item")
+                key = self._key(body["TableName"], item) if kind == "Put" else body["Key"]
+                found.append((body["TableName"], key, item, True))
+        return found
+
+    def _before(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        if model.name in WRITE_OPS:
+            context["bench.ddb"] = [
+                (table, key, written, transactional, self._get(table, key))
+                for table, key, written, transactional in self._targets(model.name, params)
+            ]
+        elif model.name in READ_OPS:
+            context["bench.ddb.read"] = params
+
+    def _after(self, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        op = model.name
+        units, index_units, read_units, largest = 0, 0, 0.0, 0
+        for table, key, _written, transactional, before in context.get("bench.ddb", []):
+            after = self._get(table, key)  # what the write left (unchanged when its condition failed)
+            size = max(item_size(before), item_size(after))
+            largest = max(largest, size)
+            units += max(1, math.ceil(size / WRITE_UNIT)) * (2 if transactional else 1)
+            index_units += self._index_writes(table, before, after)
+        if op in READ_OPS:
+            params = context.get("bench.ddb.read") or {}
+            eventual = 0.5 if "IndexName" in params or not params.get("ConsistentRead") else 1.0
+            if op == "GetItem":
+                items = [parsed.get("Item")]
+            elif op in ("Query", "Scan"):
+                items = [parsed.get("Items") or []]  # one unit count over all the items a page returned
+            else:
+                items = [r.get("Item") for r in parsed.get("Responses", [])] if op == "TransactGetItems" else []
+            for got in items:
+                size = sum(item_size(i) for i in got) if isinstance(got, list) else item_size(got)
+                read_units += max(1, math.ceil(size / READ_UNIT)) * eventual
+        with self.lock:
+            self.calls[op] += 1
+            self.write_units += units
+            self.index_write_units += index_units
+            self.read_units += read_units
+            self.largest_item = max(self.largest_item, largest)
+
+    def _index_writes(self, table: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> int:
+        """A GSI with all attributes projected is written when an item in it changes: a put, a delete, or both
+        when its index key changed."""
+        if before == after:
+            return 0
+        units = 0
+        for index_key in self._schema(table)[1]:
+            was = before is not None and all(k in before for k in index_key)
+            now = after is not None and all(k in after for k in index_key)
+            moved = was and now and any((before or {}).get(k) != (after or {}).get(k) for k in index_key)
+            for present, item in ((was and (moved or not now), before), (now, after)):
+                if present:
+                    units += max(1, math.ceil(item_size(item) / WRITE_UNIT))
+        return units
+
+    def _schema(self, table: str) -> tuple[list[str], list[tuple[str, ...]]]:
+        if table not in self._schemas:
+            t = self.peek.describe_table(TableName=table)["Table"]
+            indexes = [tuple(k["AttributeName"] for k in i["KeySchema"]) for i in t.get("GlobalSecondaryIndexes", [])]
+            self._schemas[table] = ([k["AttributeName"] for k in t["KeySchema"]], indexes)
+        return self._schemas[table]
+
+    def _key(self, table: str, item: dict[str, Any]) -> dict[str, Any]:
+        return {name: item[name] for name in self._schema(table)[0]}
+
+    def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self.peek.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        return item
+
+    def report(self) -> list[str]:
+        writes = {op: n for op, n in self.calls.items() if op in WRITE_OPS}
+        reads = {op: n for op, n in self.calls.items() if op in READ_OPS}
+        total_writes = sum(writes.values())
+
+        def listed(ops: dict[str, int]) -> str:
+            return ", ".join(f"{op} {n}" for op, n in sorted(ops.items())) or "none"
+
+        return [
+            f"DynamoDB (request ledger) per request: {total_writes} writes ({listed(writes)}) = "
+            f"{self.write_units} write units on the table + {self.index_write_units} on its indexes "
+            f"(largest item {self.largest_item:,} bytes)",
+            f"    and {sum(reads.values())} reads ({listed(reads)}) = {self.read_units:g} read units",
+        ]
+
+
+def _ratio(value: int, baseline: int) -> str:
+    return f"{(value - baseline) / baseline:+.1%}"
+
+
+def compare(runs: list[Figures]) -> None:
+    print(
+        f"against the baseline ({BASELINE_TRANSITIONS} state transitions, {BASELINE_LAMBDA_INVOCATIONS} Lambda "
+        f"invocations: the previous bench run, commit {BASELINE_COMMIT}); the aim: under {AIM:+.0%}"
+    )
+    for f in runs:
+        t, n = f.transitions, f.lambda_invocations
+        within = t < BASELINE_TRANSITIONS * (1 + AIM) and n < BASELINE_LAMBDA_INVOCATIONS * (1 + AIM)
+        ddb = f.ddb
+        units = f", {ddb.write_units + ddb.index_write_units} DynamoDB write units" if ddb else ""
+        approvals = f" + {f.api_calls - 1} approve call(s) to intake" if f.api_calls > 1 else ""
+        print(
+            f"    {f.label.split(', ', 1)[1]}: {t} transitions ({_ratio(t, BASELINE_TRANSITIONS)}), "
+            f"{n} Lambda invocations ({_ratio(n, BASELINE_LAMBDA_INVOCATIONS)}){approvals}{units}: "
+            f"{'within' if within else 'OVER'} the {AIM:+.0%} aim"
+        )
+
+
 def main() -> None:
-    for scale in (86400.0, 4 * 86400.0):
-        run_once(scale)
+    runs = [run_once(86400.0), run_once(4 * 86400.0)]
+    gated = run_once(4 * 86400.0, require_approval="erase")
+    compare([runs[-1], gated])

@@ -74,6 +74,9 @@ class Config:
     access_log_retention_days: int
     log_retention_days: int
     approval_mode: str  # "auto" | "manual": APPROVAL_MODE for the functions that build connectors
+    # dsrflow's own approval gate (REQUIRE_APPROVAL for intake): which vendor actions wait for a person's
+    # decision before anything is sent: "none", "erase" or "all".
+    require_approval: str
     log_level: str
     retain_data: bool  # RETAIN (default) or DESTROY for the key, buckets and log groups
     api_gateway_cloudwatch_role: bool  # set the region's API Gateway logging role (account setting)
@@ -226,6 +229,7 @@ def load_config(node: Node) -> Config:
         access_log_retention_days=_int(node, "accessLogRetentionDays", 365),
         log_retention_days=log_retention,
         approval_mode=_choice(node, "approvalMode", "auto", ("auto", "manual")),
+        require_approval=_choice(node, "requireApproval", "none", ("none", "erase", "all")),
         log_level=_choice(node, "logLevel", "info", ("debug", "info", "warning", "error")).upper(),
         retain_data=_choice(node, "removalPolicy", "retain", ("retain", "destroy")) == "retain",
         api_gateway_cloudwatch_role=_bool(node, "apiGatewayCloudWatchRole", True),

@@ -18,7 +18,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from handlers.catalog import HANDLERS
 from infra.config import FUNCTIONS_DIR, LAMBDA_ARCH, LAMBDA_PYTHON, Config, log_retention
+from infra.ledger import OPEN_INDEX, STATUS_INDEX
 from infra.secrets import VendorSecrets
 from infra.storage import PROOF_PREFIX, REQUESTS_PREFIX, Storage
 
@@ -26,6 +28,13 @@ RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, f"PYTHON_{LAMBDA_PYTHON.repl
 ARCHITECTURE = lambda_.Architecture.ARM_64 if LAMBDA_ARCH == "aarch64" else lambda_.Architecture.X86_64
 SERVICE = "dsrflow"
 SECRETS_MAX_AGE = 300  # seconds Powertools caches a vendor secret: a fixed secret is picked up within 5 min
+
+
+@dataclass(frozen=True)
+class Sizing:
+    memory_mb: int
+    timeout: Duration
+    ephemeral_mb: int = 512  # /tmp; Lambda's default
 
 
 @dataclass(frozen=True)
@@ -49,17 +58,25 @@ SPOOL_LIMIT_MB = 3584
 # size from the vendor into S3 multipart uploads: 1769 MB is one full vCPU (TLS both ways plus sha256 over
 # every byte) and leaves room for the part buffer, and 15 minutes (the Lambda maximum) lets a multi-GB
 # archive finish in one invocation; a transfer that still breaks off is retried by the workflow.
+# Per function (functions/handlers/catalog.py lists them all, with handler and description).
+SIZING: dict[str, Sizing] = {
+    "intake": Sizing(512, Duration.seconds(29)),
+    "submit": Sizing(512, Duration.minutes(5)),
+    "check": Sizing(512, Duration.minutes(5)),
+    "collect": Sizing(1769, Duration.minutes(15), COLLECT_EPHEMERAL_MB),
+    "finalize": Sizing(512, Duration.minutes(1)),
+    "approval": Sizing(512, Duration.minutes(1)),  # a ledger read and write, an S3 read, one event
+    "record": Sizing(256, Duration.minutes(1)),  # one outcome.json and a ledger write
+    "sweep": Sizing(256, Duration.minutes(2)),  # one Query over the open requests, a write and an event per warning
+}
 SPECS: dict[str, Spec] = {
-    "intake": Spec("handlers.intake.handler", 512, Duration.seconds(29), "API and CRM events: validate, store, start"),
-    "submit": Spec("handlers.submit.handler", 512, Duration.minutes(5), "Submit one vendor job"),
-    "check": Spec("handlers.check.handler", 512, Duration.minutes(5), "Check one vendor job"),
-    "collect": Spec(
-        "handlers.collect.handler", 1769, Duration.minutes(15), "Stream a vendor's archives to S3", COLLECT_EPHEMERAL_MB
-    ),
-    "finalize": Spec("handlers.finalize.handler", 512, Duration.minutes(1), "Write the manifest, notify the CRM"),
+    name: Spec(h.handler, SIZING[name].memory_mb, SIZING[name].timeout, h.description, SIZING[name].ephemeral_mb)
+    for name, h in HANDLERS.items()
 }
 VENDOR_FACING = ("intake", "submit", "check", "collect")  # get VENDOR_SECRETS (intake: the enabled list)
 SECRET_READERS = ("submit", "check", "collect")  # build connectors: read the credentials themselves
+# Put dsrflow events on the CRM's bus (EVENT_BUS_NAME, events:PutEvents; catalog in core/events.py).
+EVENT_SENDERS = ("intake", "approval", "finalize", "sweep")
 
 
 # --- what each handler does with the archive bucket --------------------------------------------------------
@@ -70,23 +87,39 @@ REQUEST = f"{REQUESTS_PREFIX}*/request.json"  # the subject
 MANIFEST = f"{REQUESTS_PREFIX}*/manifest.json"
 PROOF_MANIFEST = f"{PROOF_PREFIX}*/manifest.json"  # the manifest's copy, kept longer
 EXPORT_OUTCOME = f"{REQUESTS_PREFIX}*/*/export/outcome.json"  # what an erase depends on
-SUBMISSION = f"{REQUESTS_PREFIX}*/*/*/submission.json"  # the intent recorded before a vendor job is created
+SUBMISSION = f"{REQUESTS_PREFIX}*/*/*/submission*.json"  # the intent recorded before a vendor job is created
+OUTCOME = f"{REQUESTS_PREFIX}*/*/*/outcome.json"  # each vendor action's outcome (collect and record write it)
+ATTEMPT_MANIFEST = f"{PROOF_PREFIX}*/attempts/*/manifest.json"  # every attempt's manifest, kept as proof
 VENDOR_SAID = f"{REQUESTS_PREFIX}*/*/*/vendor-said/*"  # the vendor's own words (core/vendor_said.py)
 VENDOR_SAID_PREFIX = f"{REQUESTS_PREFIX}*/*/*/vendor-said/"  # what finalize lists (core/vendor_said.keys)
-# One vendor action's folder: its archives, outcome.json, submission.json and vendor-said/ (connectors.base.Action).
+# One vendor action's folder: its archives, outcome.json, submission.json and vendor-said/ (core.domain.Action).
 ACTION_FOLDERS = (f"{REQUESTS_PREFIX}*/*/export/*", f"{REQUESTS_PREFIX}*/*/erase/*")
 
 
 # What each handler does with the request ledger (functions/core/ledger.py): intake puts the request item and
 # its first audit event, and reads the item for GET /requests/{id}; the job-loop tasks and finalize update the
-# request item and put audit events. Nobody deletes or scans; Query is for operators until a route needs it.
+# request item and put audit events. Nobody deletes or scans. The deadline watch (sweep) queries the
+# open-by-deadline index (Query is granted on that index only: LEDGER_QUERY_INDEX) and marks request items.
 LEDGER_ACTIONS: dict[str, tuple[str, ...]] = {
-    "intake": ("dynamodb:GetItem", "dynamodb:PutItem"),
+    # POST /requests and every operator route: the request item (read, put, conditional updates: started,
+    # approved/denied, retry claim, extension, cancel), audit events, and Queries (LEDGER_QUERIES).
+    "intake": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
     "submit": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
     "check": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
     "collect": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
-    "finalize": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # The deadline (an extension moves it), the gate's token item, the request item, audit events.
+    "approval": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "record": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),  # GetItem: a denial's gate
+    "finalize": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "sweep": ("dynamodb:Query", "dynamodb:UpdateItem"),
 }
+# Where each function's dynamodb:Query may go: "table" is one request's items (its audit trail, its open
+# approval gates: always by pk), the others are the indexes' ARNs. Nobody scans.
+LEDGER_QUERIES: dict[str, tuple[str, ...]] = {
+    "intake": ("table", OPEN_INDEX, STATUS_INDEX),
+    "sweep": (OPEN_INDEX,),
+}
+LEDGER_QUERY_INDEX = OPEN_INDEX  # the sweep's one index
 
 
 @dataclass(frozen=True)
@@ -101,7 +134,12 @@ class S3Access:
 S3_ACCESS: dict[str, S3Access] = {
     # POST: request.json once (IfNoneMatch; a taken key is read back to tell a lost answer from a duplicate).
     # GET /requests/{id}: the manifest, or its proof copy once the request data expired.
-    "intake": S3Access(get=(REQUEST, MANIFEST, PROOF_MANIFEST), put=(REQUEST,)),
+    # Retry: the request and the last attempt's manifest. Cancel: each action's outcome and submission record
+    # (what was sent), then the cancelled manifest's copies.
+    "intake": S3Access(
+        get=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST, OUTCOME, SUBMISSION),
+        put=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
+    ),
     # The subject, the export's outcome (erase waits for a verified export), the submission record (read,
     # then written before the vendor call), the vendor's words.
     "submit": S3Access(get=(REQUEST, EXPORT_OUTCOME, SUBMISSION), put=(SUBMISSION, VENDOR_SAID)),
@@ -113,7 +151,16 @@ S3_ACCESS: dict[str, S3Access] = {
     "collect": S3Access(get=(REQUEST, *ACTION_FOLDERS), put=ACTION_FOLDERS, abort=ACTION_FOLDERS),
     # Both manifest copies; the vendor-said keys of each action are listed into the manifest. It reads nothing:
     # the outcomes come in the execution's input.
-    "finalize": S3Access(put=(MANIFEST, PROOF_MANIFEST), list_prefixes=(VENDOR_SAID_PREFIX,)),
+    # A retry's finalize reads the previous attempt's manifest to merge the attempts.
+    "finalize": S3Access(
+        get=(MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
+        put=(MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
+        list_prefixes=(VENDOR_SAID_PREFIX,),
+    ),
+    # The export's outcome an erase depends on; never the subject (the deadline comes from the ledger).
+    "approval": S3Access(get=(EXPORT_OUTCOME,)),
+    # The failed/denied action's outcome.json; the vendor-said keys it points to are listed.
+    "record": S3Access(put=(OUTCOME,), list_prefixes=(VENDOR_SAID_PREFIX,)),
 }
 
 
@@ -168,10 +215,12 @@ class Functions(Construct):
             if name in SECRET_READERS:  # the functions that build connectors
                 env["SECRETS_MAX_AGE"] = str(SECRETS_MAX_AGE)
                 env["APPROVAL_MODE"] = config.approval_mode
+            if name == "intake":
+                env["REQUIRE_APPROVAL"] = config.require_approval  # each execution's approval gate
             if name == "collect":
                 env["ARCHIVE_SPOOL_LIMIT_MB"] = str(SPOOL_LIMIT_MB)
-            if name == "finalize":
-                env["EVENT_BUS_NAME"] = config.event_bus_name  # the completion event goes back to the CRM's bus
+            if name in EVENT_SENDERS:
+                env["EVENT_BUS_NAME"] = config.event_bus_name  # the lifecycle events go back to the CRM's bus
 
             title = name.capitalize()
             log_group = logs.LogGroup(
@@ -212,7 +261,7 @@ class Functions(Construct):
             self._s3(name, access)
 
         # Vendor credentials: core/secrets.py calls GetSecretValue only (through Powertools), and only where
-        # connectors are built (core/runtime.connector_for: submit, check, collect). intake merely lists the
+        # connectors are built (handlers/runtime.connector_for: submit, check, collect). intake merely lists the
         # enabled vendors from VENDOR_SECRETS and gets no access. Not secret.grant_read, which adds
         # DescribeSecret and a key-policy statement. The secrets are encrypted with the archive key: the
         # kms:Decrypt granted with the S3 access above (no kms:ViaService condition) covers them too.
@@ -225,7 +274,8 @@ class Functions(Construct):
             )
 
     def connect_workflow(self, state_machine: sfn.IStateMachine) -> None:
-        """intake starts executions (name = request id) and describes them for GET /requests/{id}."""
+        """intake starts executions (name = request id; a retry's: <id>.retry-<n>), describes them for
+        GET /requests/{id}, stops them (cancel) and answers the approval gate (approve, deny)."""
         intake = self.functions["intake"]
         intake.add_environment("STATE_MACHINE_ARN", state_machine.state_machine_arn)
         intake.add_to_role_policy(
@@ -238,6 +288,15 @@ class Functions(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         intake.add_to_role_policy(iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[executions]))
+        # The operator routes: cancel stops the request's execution; approve/deny answer the approval gate's
+        # task token (a token belongs to an execution of this state machine).
+        intake.add_to_role_policy(iam.PolicyStatement(actions=["states:StopExecution"], resources=[executions]))
+        intake.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:SendTaskSuccess", "states:SendTaskFailure"],
+                resources=[state_machine.state_machine_arn],
+            )
+        )
 
     def connect_ledger(self, table: dynamodb.ITable, *, retention_days: int) -> None:
         """LEDGER_TABLE and exactly the item actions each function uses on the table (LEDGER_ACTIONS), and
@@ -248,7 +307,15 @@ class Functions(Construct):
             fn.add_environment("LEDGER_TABLE", table.table_name)
             fn.add_environment("LEDGER_RETENTION_DAYS", str(retention_days))
             role = self.roles[name]
-            role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[table.table_arn]))
+            on_table = [a for a in actions if a != "dynamodb:Query"]
+            if on_table:
+                role.add_to_policy(iam.PolicyStatement(actions=on_table, resources=[table.table_arn]))
+            if "dynamodb:Query" in actions:  # exactly LEDGER_QUERIES: the table (by pk) and named indexes
+                targets = [
+                    table.table_arn if where == "table" else f"{table.table_arn}/index/{where}"
+                    for where in LEDGER_QUERIES[name]
+                ]
+                role.add_to_policy(iam.PolicyStatement(actions=["dynamodb:Query"], resources=targets))
             role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["kms:Decrypt"],
@@ -258,8 +325,10 @@ class Functions(Construct):
             )
 
     def connect_event_bus(self, bus: events.IEventBus) -> None:
-        """finalize puts the completion event on the CRM's bus (EVENT_BUS_NAME)."""
-        bus.grant_put_events_to(self.functions["finalize"])
+        """finalize (the completion event) and sweep (deadline warnings) put events on the CRM's bus
+        (EVENT_BUS_NAME)."""
+        for name in EVENT_SENDERS:
+            bus.grant_put_events_to(self.functions[name])
 
     def _s3(self, name: str, access: S3Access) -> None:
         """The object actions of `access` on exactly its key patterns, ListBucket as it says, and the KMS

@@ -46,18 +46,18 @@ class Observability(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         # Vendor failures are caught and recorded in the manifest; an execution itself fails only when
-        # finalize cannot write it, so any failed, timed-out or aborted execution needs a human.
+        # finalize cannot write it, so any failed or timed-out execution needs a human. Aborted executions are
+        # not counted: POST /requests/{id}/cancel stops the execution on purpose and writes the manifest itself.
         self.execution_alarm = cloudwatch.Alarm(
             self,
             "ExecutionsNotSucceeded",
             alarm_name=f"dsrflow-{stage}-executions-not-succeeded",
-            alarm_description="A dsrflow execution failed, timed out or was aborted: its request has no manifest.",
+            alarm_description="A dsrflow execution failed or timed out: its request has no manifest.",
             metric=cloudwatch.MathExpression(
-                expression="failed + timedout + aborted",
+                expression="failed + timedout",
                 using_metrics={
                     "failed": state_machine.metric_failed(period=period, statistic=cloudwatch.Stats.SUM),
                     "timedout": state_machine.metric_timed_out(period=period, statistic=cloudwatch.Stats.SUM),
-                    "aborted": state_machine.metric_aborted(period=period, statistic=cloudwatch.Stats.SUM),
                 },
                 period=period,
             ),

@@ -13,6 +13,7 @@ from infra.observability import Observability
 from infra.secrets import VendorSecrets
 from infra.storage import Storage
 from infra.triggers import Triggers
+from infra.watch import Watch
 from infra.workflow import Workflow
 
 
@@ -69,6 +70,9 @@ class DsrflowStack(Stack):
             dead_letter_queue=self.triggers.dead_letter_queue,
             state_machine=self.workflow.state_machine,
             alarm_topic_arn=config.alarm_topic_arn,
+        )
+        self.watch = Watch(
+            self, "Watch", stage=config.stage, sweep=fns["sweep"], alarm_topic_arn=config.alarm_topic_arn
         )
 
         CfnOutput(self, "ApiUrl", value=self.triggers.api.url, description="POST /requests, GET /requests/{id}")

@@ -1,11 +1,17 @@
 """`python -m local`: run a data-subject request end to end on the embedded local cloud.
 
     python -m local run --email ada.lovelace@example.com --actions export,erase [--vendors-file FILE]
-    python -m local demo
+        [--approval none|erase|all] [--answer ask|approve|deny]
+    python -m local demo [--approval erase] [--answer ask|approve|deny]
     python -m local simulator elevate --port 8081
+    python -m local openapi [--check]         (docs/openapi.json from handlers/intake.py's routes)
 
-Without --vendors-file the bundled simulators are started and used. Exit code 0 only when the request
-completed; 1 when it partially failed or failed (reasons printed); 2 for a bad command line or request.
+Without --vendors-file the bundled simulators are started and used. --approval puts the deployment's approval
+gate (REQUIRE_APPROVAL) in front of every erasure, or of every action: each one waits before anything is sent,
+and the CLI answers it through the API as an operator would (POST /requests/{id}/approve or /deny), by asking
+on the terminal (--answer ask, the default when stdin is one) or at once (approve, or deny). Exit code 0 only
+when the request completed (a denied action is not a failure); 1 when it partially failed or failed (reasons
+printed); 2 for a bad command line or request.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,10 @@ from local.simulators import SIMULATORS, simulator_class
 from local.simulators.data import SAMPLE
 
 DEMO_TIME_SCALE = 86400.0  # one vendor day per real second: Elevate's 5-day window takes 5 s
+# Who answers the approval gates from this CLI, and why when it denies on its own.
+OPERATOR = "arn:aws:iam::123456789012:user/local"
+APPROVAL_REASON = "approved by the local CLI"
+DENIAL_REASON = "denied by the local CLI"
 
 
 def _parse_ids(values: list[str]) -> dict[str, str]:
@@ -95,7 +105,10 @@ class ProgressPrinter:
     def __call__(self, event: dict[str, Any]) -> None:
         line = self.describe(event)
         if line:
-            print(f"[{time.monotonic() - self.t0:6.1f}s] {line}", flush=True)
+            self.say(line)
+
+    def say(self, line: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {line}", flush=True)
 
     def describe(self, event: dict[str, Any]) -> str | None:
         if event["type"] == "TaskSucceeded":
@@ -105,8 +118,10 @@ class ProgressPrinter:
         else:
             return None
         if not isinstance(out, dict) or "vendor" not in out:
-            return None
+            return None  # also "Await approval" answered: the decision is in the approve/deny call's output
         who = f"{out['vendor']:<11} {out['action']:<7}"
+        if event["type"] == "PassStateExited" and out.get("status") == "denied":
+            return None  # "Record denial": "Record outcome" follows with the reason (who denied, why)
         if "status" in out:  # an outcome: collected or recorded
             if out["status"] == "completed":
                 archives = out.get("archives") or []
@@ -115,24 +130,32 @@ class ProgressPrinter:
                 return f"{who} completed: {len(archives)} archive(s), {size:,} bytes{note}"
             if out["status"] == "planned":  # a dry run: nothing destructive was sent
                 return f"{who} planned (dry run): {out.get('planned_call') or out.get('reason') or ''}"
+            if out["status"] in ("denied", "cancelled"):  # a person's decision, not a failure
+                return f"{who} {out['status']}: {out.get('reason') or '-'}; nothing was sent to the vendor"
             reason = out.get("reason") or _cause(out.get("error"))
             return f"{who} FAILED: {reason}"
         job, progress = out.get("job") or {}, out.get("progress")
+        gate = out.get("approval_wait")
+        if not job and isinstance(gate, dict):  # "Ask for approval": the gate opens next ("Await approval")
+            return (
+                f"{who} needs approval before anything is sent; the gate holds until {gate.get('until')}"
+                f"{self._vendor_wait(gate, 'until')}"
+            )
         job_id = job.get("job_id") or "-"
         if progress is None:
-            return f"{who} submitted (job {job_id}); first look at {out.get('wait_until')}{self._vendor_wait(out)}"
+            return f"{who} submitted (job {job_id}); first look at {out.get('next_check_at')}{self._vendor_wait(out)}"
         status = progress["status"]
         if status in ("pending", "needs_approval"):
-            wait = f"next look at {out.get('wait_until')}{self._vendor_wait(out)}"
+            wait = f"next look at {out.get('next_check_at')}{self._vendor_wait(out)}"
             return f"{who} {status}: {progress.get('reason')}; {wait}"
         return f"{who} {status}{': ' + progress['reason'] if progress.get('reason') else ''}"
 
-    def _vendor_wait(self, out: dict[str, Any]) -> str:
+    def _vendor_wait(self, out: dict[str, Any], key: str = "next_check_at") -> str:
         from datetime import datetime
 
-        try:
-            until = datetime.strptime(out["wait_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        except (KeyError, TypeError, ValueError):
+        try:  # "...T10:00:00Z" or with microseconds ("...T10:00:00.123456Z")
+            until = datetime.fromisoformat(out[key].replace("Z", "+00:00")).astimezone(UTC)
+        except (KeyError, TypeError, ValueError, AttributeError):
             return ""
         real = max((until - datetime.now(UTC)).total_seconds(), 0.0)
         if real < 1:
@@ -140,6 +163,97 @@ class ProgressPrinter:
         if self.time_scale == 1:
             return f" (in {real:.0f}s)"
         return f" (in {real:.0f}s, {real * self.time_scale / 86400:.1f} vendor days)"
+
+
+class Gatekeeper:
+    """Answers a request's approval gates as they open, through the API as deployed (POST
+    /requests/{id}/approve or /deny, as OPERATOR): by asking on the terminal, or at once."""
+
+    def __init__(
+        self,
+        cloud: Any,
+        request_id: str,
+        answer: str,
+        say: Callable[[str], None],
+        ask: Callable[[str], str] = input,
+    ):
+        self.cloud, self.request_id, self.answer, self.say, self.ask = cloud, request_id, answer, say, ask
+        self.answered: set[str] = set()  # the gates' task tokens: a retry's gate is a new one
+
+    def poll(self) -> float:
+        """Answer every gate opened since the last call; returns the seconds spent waiting on a person."""
+        waited = 0.0
+        for gate in self.cloud.ledger().open_approvals(self.request_id):
+            token = str(gate.get("token"))
+            if token in self.answered:
+                continue
+            self.answered.add(token)
+            vendor, action = gate["vendor"], gate["action"]
+            self.say(f"{vendor} {action}: awaiting approval (POST /requests/{self.request_id}/approve or /deny)")
+            started = time.monotonic()
+            approve, reason = self._decision(vendor, action)
+            waited += time.monotonic() - started
+            route = "approve" if approve else "deny"
+            status, body = self.cloud.api(
+                "POST",
+                f"/requests/{self.request_id}/{route}",
+                {"vendor": vendor, "action": action, "reason": reason},
+                principal=OPERATOR,
+            )
+            body = body if isinstance(body, dict) else {}
+            if status != 200:
+                self.say(f"{vendor} {action}: {route} refused (HTTP {status}): {body.get('message')}")
+            elif not body.get("actions"):
+                self.say(f"{vendor} {action}: no longer awaiting approval (the gate timed out); not {route}d")
+            else:
+                decision = "approved" if approve else "denied"
+                self.say(f"{vendor} {action}: {decision} by {body.get('by')}; reason: {reason}")
+        return waited
+
+    def _decision(self, vendor: str, action: str) -> tuple[bool, str]:
+        if self.answer == "approve":
+            return True, APPROVAL_REASON
+        if self.answer == "deny":
+            return False, DENIAL_REASON
+        try:
+            said = self.ask(f"{vendor} {action}: approve? [y/N/reason to deny] ").strip()
+        except EOFError:
+            said = ""
+        if said.casefold() in ("y", "yes"):
+            return True, APPROVAL_REASON
+        if said.casefold() in ("", "n", "no"):
+            return False, DENIAL_REASON
+        return False, said
+
+
+def follow(
+    cloud: Any,
+    request_id: str,
+    timeout: float,
+    printer: ProgressPrinter,
+    gates: Gatekeeper | None,
+    poll: float = 0.2,
+) -> dict[str, Any]:
+    """LocalCloud.wait with the approval gates answered as they open; the time spent waiting on a person at
+    the prompt does not count against `timeout`."""
+    if gates is None:
+        return cloud.wait(request_id, timeout=timeout, on_event=printer)
+    sfn = cloud.client("stepfunctions")
+    arn = cloud.execution_arn(request_id)
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        execution: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        events = cloud.history(request_id)
+        for event in events[seen:]:
+            printer(event)
+        seen = len(events)
+        if execution["status"] != "RUNNING":
+            return execution
+        deadline += gates.poll()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"execution {request_id} still running after {timeout:.0f}s")
+        time.sleep(poll)
 
 
 def _cause(error: Any) -> str:
@@ -159,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     with (
         vendor_credentials(args, request.get("vendors")) as creds,
-        LocalCloud(creds, time_scale=args.time_scale) as cloud,
+        LocalCloud(creds, time_scale=args.time_scale, require_approval=args.approval) as cloud,
     ):
         status, body = cloud.api("POST", "/requests", request)
         if status not in (200, 202):
@@ -173,7 +287,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"Request {request_id} accepted; GDPR deadline {body['deadline']}")
         for s in body["skipped"]:
             print(f"  skipped {s['vendor']}{' ' + s['action'] if s.get('action') else ''}: {s['reason']}")
-        execution = cloud.wait(request_id, timeout=args.timeout, on_event=ProgressPrinter(args.time_scale))
+        printer = ProgressPrinter(args.time_scale)
+        gates = None
+        if args.approval != "none":
+            answer = args.answer or ("ask" if sys.stdin.isatty() else "approve")
+            gates = Gatekeeper(cloud, request_id, answer, say=printer.say)
+            print(f"Approval gate: {args.approval} ({'asking here' if answer == 'ask' else answer + ' at once'})")
+        execution = follow(cloud, request_id, args.timeout, printer, gates)
         history = cloud.history(request_id)
         transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         if execution["status"] != "SUCCEEDED":
@@ -184,12 +304,14 @@ def run(args: argparse.Namespace) -> int:
         summary = json.loads(execution["output"])
         print()
         print(
-            f"Request {request_id}: {summary['status']} ({summary['counts']}), "
+            f"Request {request_id}: {summary['status']} ({_counts(summary['counts'])}), "
             f"{transitions} state transitions ({len(history)} history events), "
             f"within deadline: {summary['within_deadline']}"
         )
         if summary.get("dry_run"):
             print("  DRY RUN: nothing destructive was sent to any vendor")
+        if summary["counts"].get("denied"):
+            print(f"  DENIED at the approval gate: {summary['counts']['denied']} action(s), nothing sent for them")
         for o in summary["outcomes"]:
             line = f"  {o['vendor']:<11} {o['action']:<7} {o['status']:<10}"
             if o["status"] != "completed" or o.get("reason"):
@@ -256,17 +378,51 @@ def parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--out", default="dsr-out" if demo else None, help="copy archives + manifest here")
         sp.add_argument("--timeout", type=float, default=600.0, help="give up after this many real seconds")
+        sp.add_argument(
+            "--approval",
+            choices=("none", "erase", "all"),
+            default="none",
+            help="the approval gate (REQUIRE_APPROVAL): which vendor actions wait for a person before anything is sent",
+        )
+        sp.add_argument(
+            "--answer",
+            choices=("ask", "approve", "deny"),
+            default=None,
+            help=f"how the gates are answered: ask here, approve, or deny ({DENIAL_REASON!r}); "
+            "default: ask when stdin is a terminal, else approve",
+        )
 
     request_flags(sub.add_parser("run", help="run one request"), demo=False)
     request_flags(sub.add_parser("demo", help="export + erase for a sample subject across all simulators"), demo=True)
     from local import smoke  # a dry-run request against a deployed stage (local/smoke.py)
 
     smoke.add_arguments(sub.add_parser("smoke", help="dry-run smoke test of a deployed stage (AWS credentials)"))
+    sp = sub.add_parser("openapi", help="write docs/openapi.json from the API's routes (handlers/intake.py)")
+    sp.add_argument("--check", action="store_true", help="only compare: exit 1 when the committed file differs")
     sp = sub.add_parser("simulator", help="run one vendor simulator by hand")
     sp.add_argument("name", choices=sorted(SIMULATORS))
     sp.add_argument("--port", type=int, default=0)
     sp.add_argument("--time-scale", type=float, default=1.0)
     return p
+
+
+OPENAPI_DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+
+
+def openapi(check: bool = False, path: Path = OPENAPI_DOCUMENT) -> int:
+    """Write (or with `check`, compare) the OpenAPI document generated from the API's declaration."""
+    import local.engine  # noqa: F401  # puts functions/ on sys.path
+    from handlers.openapi import render
+
+    text = render()
+    if check:
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            print(f"{path} differs from the API's routes: run `make openapi`", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,9 +433,16 @@ def main(argv: list[str] | None = None) -> int:
         return smoke.run_args(args)
     if args.command == "simulator":
         return simulator(args)
+    if args.command == "openapi":
+        return openapi(check=args.check)
     if args.time_scale <= 0:
         return _usage("--time-scale must be positive")
     try:
         return run(args)
     except argparse.ArgumentTypeError as exc:
         return _usage(str(exc))
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """ "6 completed, 1 failed": the statuses that occurred, in the manifest's order."""
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "nothing to do"

@@ -5,7 +5,7 @@
         summary = cloud.wait(accepted["request_id"])
 
 It creates what the CDK stack deploys, under the names the ASL substitutions use: a KMS key, the encrypted
-bucket, one secret per vendor, the request ledger table, the five functions and the state machine. Requests enter through the intake
+bucket, one secret per vendor, the request ledger table, every function of functions/handlers/catalog.py and the state machine. Requests enter through the intake
 function with an API Gateway proxy event, exactly as in AWS.
 
 The in-process dispatch replaces one moto method, `LambdaBackend.invoke` (moto 5.2.5; moto itself would need
@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -36,16 +36,12 @@ FUNCTIONS = ROOT / "functions"
 if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 
+from handlers.catalog import HANDLERS  # noqa: E402  # functions/ is on the path from here on
+
 MOTO_VERSION = "5.2.5"  # the dispatch below patches this version's LambdaBackend.invoke
 REGION = "eu-west-1"
 PREFIX = "dsrflow-local"
-FUNCTIONS_BY_ROLE = {
-    "intake": "handlers.intake.handler",
-    "submit": "handlers.submit.handler",
-    "check": "handlers.check.handler",
-    "collect": "handlers.collect.handler",
-    "finalize": "handlers.finalize.handler",
-}
+FUNCTIONS_BY_ROLE = {name: h.handler for name, h in HANDLERS.items()}  # functions/handlers/catalog.py
 
 
 class _Context:
@@ -163,20 +159,31 @@ def create_ledger_table(ddb: Any, name: str, kms_key_arn: str | None = None) -> 
 
 
 def api_gateway_event(
-    method: str, path: str, body: str | None = None, *, base64_encoded: bool = False
+    method: str,
+    path: str,
+    body: str | None = None,
+    *,
+    base64_encoded: bool = False,
+    query: Mapping[str, str | list[str]] | None = None,
+    principal: str = "arn:aws:iam::123456789012:user/local",
 ) -> dict[str, Any]:
-    """The API Gateway REST proxy event the deployed API hands the intake function (IAM-authenticated caller)."""
+    """The API Gateway REST proxy event the deployed API hands the intake function (IAM-authenticated caller
+    `principal`): `resource` and `pathParameters` as API Gateway sets them for /requests/{request_id}[/<action>]
+    (docs/openapi.json), `query` as {name: value or [values]}."""
     resource, params = path, None
-    if path.startswith("/requests/"):
-        resource, params = "/requests/{id}", {"id": path.split("/requests/", 1)[1]}
+    parts = path.split("/")
+    if len(parts) >= 3 and parts[1] == "requests" and parts[2]:
+        resource = "/".join(["", "requests", "{request_id}", *parts[3:]])
+        params = {"request_id": parts[2]}
+    multi = {k: [v] if isinstance(v, str) else list(v) for k, v in (query or {}).items()}
     return {
         "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": {"Content-Type": "application/json"},
         "multiValueHeaders": {},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in multi.items() if v} or None,
+        "multiValueQueryStringParameters": multi or None,
         "pathParameters": params,
         "stageVariables": None,
         "requestContext": {
@@ -185,12 +192,27 @@ def api_gateway_event(
             "path": f"/local{path}",
             "stage": "local",
             "requestId": str(uuid.uuid4()),
-            "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/local"},
+            "identity": {"sourceIp": "127.0.0.1", "userArn": principal},
             "accountId": "123456789012",
             "apiId": "local",
         },
         "body": body,
         "isBase64Encoded": base64_encoded,
+    }
+
+
+def scheduled_event(at: str | None = None) -> dict[str, Any]:
+    """The event an EventBridge schedule rule (infra/watch.py) hands its target."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/{PREFIX}-deadline-watch"],
+        "detail": {},
     }
 
 
@@ -201,16 +223,19 @@ class LocalCloud:
         time_scale: float = 1.0,
         event_bus: str = "default",
         approval_mode: str = "auto",
+        require_approval: str = "none",
     ):
         """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
         self.vendors = vendors
         self.approval_mode = approval_mode
+        self.require_approval = require_approval  # dsrflow's approval gate: none, erase, all
         self.time_scale = time_scale
         self.event_bus = event_bus
         self._mock: Any = None
         self._patches: list[Any] = []
         self.functions: dict[str, str] = {}
         self.secrets: dict[str, str] = {}
+        self._events: list[dict[str, Any]] = []  # every dsrflow event delivered so far (events())
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalCloud:
@@ -256,7 +281,8 @@ class LocalCloud:
 
     @staticmethod
     def _reset_handler_caches() -> None:
-        from core import runtime, secrets
+        from core import secrets
+        from handlers import runtime
 
         runtime.reset()
         secrets.clear_cache()
@@ -303,6 +329,7 @@ class LocalCloud:
 
         self.ledger_table = f"{PREFIX}-ledger"
         create_ledger_table(self.client("dynamodb"), self.ledger_table, self.kms_key_arn)
+        self._capture_events()
 
         role = self.client("iam").create_role(
             RoleName=f"{PREFIX}-role",
@@ -319,6 +346,7 @@ class LocalCloud:
             "EVENT_BUS_NAME": self.event_bus,
             "DSRFLOW_TIME_SCALE": repr(self.time_scale),
             "APPROVAL_MODE": self.approval_mode,
+            "REQUIRE_APPROVAL": self.require_approval,
             "POWERTOOLS_SERVICE_NAME": "dsrflow",
             "LEDGER_TABLE": self.ledger_table,
         }
@@ -343,6 +371,45 @@ class LocalCloud:
         os.environ.update({**base_env, "STATE_MACHINE_ARN": self.state_machine_arn})
         self._reset_handler_caches()
 
+    def _capture_events(self) -> None:
+        """A rule on the bus for every dsrflow event (source "dsrflow") into a queue, as a CRM would subscribe:
+        events() drains it. moto delivers PutEvents to an SQS target synchronously, inside the PutEvents call."""
+        events, sqs = self.client("events"), self.client("sqs")
+        if self.event_bus != "default":
+            try:
+                events.create_event_bus(Name=self.event_bus)
+            except events.exceptions.ResourceAlreadyExistsException:
+                pass
+        name = f"{PREFIX}-events"
+        self._events_queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._events_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events.put_rule(Name=name, EventBusName=self.event_bus, EventPattern=json.dumps({"source": ["dsrflow"]}))
+        events.put_targets(Rule=name, EventBusName=self.event_bus, Targets=[{"Id": "capture", "Arn": queue_arn}])
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every dsrflow event delivered to the bus so far, oldest first, as EventBridge delivers it (with
+        "detail-type", and "detail" as a dict). Accumulates: each call returns the earlier ones too."""
+        sqs = self.client("sqs")
+        while True:
+            got = sqs.receive_message(QueueUrl=self._events_queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return list(self._events)
+            for message in got:
+                event = json.loads(message["Body"])
+                if isinstance(event.get("detail"), str):
+                    event["detail"] = json.loads(event["detail"])
+                self._events.append(event)
+            sqs.delete_message_batch(
+                QueueUrl=self._events_queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+            )
+
+    def sweep(self) -> dict[str, Any]:
+        """Run the deadline watch now (the sweep function, with the event its hourly schedule sends)."""
+        return self.invoke("sweep", scheduled_event())
+
     def ledger(self) -> Any:
         """The request ledger the functions write (core/ledger.Ledger over the local table)."""
         from core.ledger import Ledger
@@ -363,10 +430,17 @@ class LocalCloud:
             raise RuntimeError(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
         return payload
 
-    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str | list[str]] | None = None,
+        principal: str = "arn:aws:iam::123456789012:user/local",
+    ) -> tuple[int, Any]:
         """Call the intake function with an API Gateway REST proxy event, as the deployed API does."""
         text = body if isinstance(body, str) or body is None else json.dumps(body)
-        event = api_gateway_event(method, path, text)
+        event = api_gateway_event(method, path, text, query=query, principal=principal)
         out = self.invoke("intake", event)
         return out["statusCode"], json.loads(out["body"]) if out.get("body") else None
 

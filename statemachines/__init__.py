@@ -10,4 +10,6 @@ SUBSTITUTIONS = {
     "CheckFunctionArn": "check",
     "CollectFunctionArn": "collect",
     "FinalizeFunctionArn": "finalize",
+    "ApprovalFunctionArn": "approval",
+    "RecordFunctionArn": "record",
 }

@@ -1,9 +1,9 @@
 """Bloomreach Engagement: synchronous GDPR calls on the customer data API (VENDORS.md section 2).
 
-    export  start makes no call: Bloomreach answers export-one at once, and that answer (PII) must not ride
-            in the Job through the execution history. check is ready at once; fetch POSTs export-one,
+    export  submit makes no call: Bloomreach answers export-one at once, and that answer (PII) must not ride
+            in the Job through the execution history. check is ready at once; collect POSTs export-one,
             spools the answer (memory, then /tmp), checks `success`, then streams the spooled bytes on.
-    erase   start POSTs anonymize. The vendor queues the work and offers no status endpoint, so
+    erase   submit POSTs anonymize. The vendor queues the work and offers no status endpoint, so
             "accepted by vendor" is the completion we can prove.
     bulk    export_all(BulkExportOptions) streams the whole-project (or one segment's) export.
 
@@ -193,13 +193,13 @@ class BloomreachConnector:
             return f"customer id(s) {', '.join(repr(k) for k in empty)} are empty"
         return None
 
-    def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
+    def submit(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
         reason = self.cannot_act_on(subject, action)
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: {reason}")
         if action is Action.EXPORT:
             # No call now: the answer would be the customer's data, and the Job goes into the execution
-            # history. fetch makes the call and streams the answer straight to the archive store.
+            # history. collect makes the call and streams the answer straight to the archive store.
             return new_job(self, action, ctx, None)
 
         try:
@@ -237,13 +237,13 @@ class BloomreachConnector:
             )
         # Export is done only once collected; a day without collecting means the workflow stalled.
         if ctx.now > job.deadline_at:
-            return Progress.failed(
+            return Progress.deadline_exceeded(
                 f"DeadlineExceeded: the Bloomreach export was not collected before its deadline "
                 f"{iso_z(job.deadline_at)}"
             )
         return Progress.ready(EXPORT_READY)
 
-    def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
+    def collect(self, job: Job, ctx: JobContext) -> list[Archive]:
         if job.action is not Action.EXPORT:
             return []  # anonymization has no deliverable
         reason = self.cannot_act_on(ctx.subject, job.action)

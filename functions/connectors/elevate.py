@@ -168,10 +168,10 @@ class ElevateConnector:
             return "no customer_key given (Elevate identifies people by customerKey)"
         return None
 
-    def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
+    def submit(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
         reason = self.cannot_act_on(subject, action)
         if reason is not None:
-            raise UnsupportedAction(f"{self.name}: cannot start {action.value}: {reason}")
+            raise UnsupportedAction(f"{self.name}: cannot submit {action.value}: {reason}")
         key = subject.customer_key.strip()  # type: ignore[union-attr]  # cannot_act_on refused a missing key
         endpoint = "create-export-customer-job" if action is Action.EXPORT else "create-remove-customer-job"
         answer = self._job_answer(
@@ -216,7 +216,7 @@ class ElevateConnector:
         if word not in PENDING:
             return Progress.failed(f"{what} reports {UNDOCUMENTED}; treated as failed")
         if ctx.now > job.deadline_at:
-            return Progress.failed(
+            return Progress.deadline_exceeded(
                 f"{what} is still {shown_word(word, STATUSES)} past its deadline {iso_z(job.deadline_at)} "
                 f"(DeadlineExceeded after {job.checks} checks); ask Elevate about the {job.action.value} job "
                 "or request it again",
@@ -225,7 +225,7 @@ class ElevateConnector:
         next_at = self.schedule.next_check_at(job, ctx.now)
         return Progress.pending(next_at, f"{what} {PENDING[word]}", vendor_status=word)
 
-    def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
+    def collect(self, job: Job, ctx: JobContext) -> list[Archive]:
         if job.action is Action.ERASE:
             return []  # a removal job leaves nothing to download
         jid = self._jid(job)

@@ -1,9 +1,9 @@
 """Qualifio: GDPR "rules" over the participation profiles that match an email (VENDORS.md section 3).
 
-    start   GET profiles by email -> POST one exportData / forgottenRight rule holding every profile id
+    submit  GET profiles by email -> POST one exportData / forgottenRight rule holding every profile id
             -> PUT validate as the configured DPO user when `auto_validate` (otherwise a human DPO does it)
     check   GET the rule: NEW (waiting for a DPO) -> APPROVED (processing) -> FINISHED (+ top-level archive id)
-    fetch   GET the rule's archive location -> stream GET {url} (a zip of JSON; the link is checked and the
+    collect GET the rule's archive location -> stream GET {url} (a zip of JSON; the link is checked and the
             API token goes only to Qualifio's own origin); erasure has no deliverable
 
 No matching profile is a normal outcome ("no data held"): no rule is created. The Job keeps the rule id
@@ -149,7 +149,7 @@ class QualifioConnector:
             return "Qualifio finds profiles by email only, and the request has no email address"
         return None
 
-    def start(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
+    def submit(self, action: Action, subject: Subject, ctx: JobContext) -> Job:
         reason = self.cannot_act_on(subject, action)
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: {reason}")
@@ -205,7 +205,7 @@ class QualifioConnector:
 
         if ctx.now > job.deadline_at:
             waiting = "no DPO validated it" if status == "NEW" else "Qualifio was still processing it"
-            return Progress.failed(
+            return Progress.deadline_exceeded(
                 f"DeadlineExceeded: Qualifio rule {rule_id} was still {shown_word(status, STATUSES)} at its "
                 f"deadline {iso_z(job.deadline_at)} ({waiting})",
                 status,
@@ -233,7 +233,7 @@ class QualifioConnector:
             self.schedule.next_check_at(job, ctx.now), f"Qualifio is processing rule {rule_id}", status
         )
 
-    def fetch(self, job: Job, ctx: JobContext) -> list[Archive]:
+    def collect(self, job: Job, ctx: JobContext) -> list[Archive]:
         # Erasure has no deliverable; "no data held" has nothing to deliver.
         if job.action is Action.ERASE or job.state.get("no_profiles"):
             return []

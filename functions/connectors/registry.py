@@ -1,7 +1,7 @@
 """Vendor name -> connector class. Adding a vendor is one line here (plus its module, simulator, test).
 
 A connector class is refused unless it declares the vocabulary its kept records may use (`statuses`,
-`job_id_pattern`, `native_dry_run`, see connectors/base.py) and a `dry_run`: without them the allow-list
+`job_id_pattern`, `native_dry_run`, see core/domain.py) and a `dry_run`: without them the allow-list
 has nothing to check a vendor's words against, and a dry run could not be planned.
 """
 

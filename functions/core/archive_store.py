@@ -67,7 +67,7 @@ from botocore.exceptions import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.base import Archive
+from core.domain import Archive
 from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError, DsrError
 from core.verify import Verifier, verifier_for
 

@@ -140,5 +140,15 @@ class EventNotDelivered(DsrError):
         self.bus = bus
 
 
+class ApprovalTimedOut(DsrError):
+    """No decision came before the request's deadline (the approval gate): nothing was sent to the vendor.
+    Extend the deadline before it passes to keep the gate open, or retry the request to ask again."""
+
+
+class ApprovalDenied(DsrError):
+    """A person denied the action (POST /requests/{id}/deny): recorded as `denied`, not as a failure. The
+    workflow receives it by name from SendTaskFailure; dsrflow never raises it itself."""
+
+
 # Error names the workflow retries with backoff (see statemachines/dsr.asl.json).
 TRANSIENT_ERRORS = ("VendorTransientError", "ArchiveTransferError", "StoreUnavailable")

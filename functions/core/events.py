@@ -8,12 +8,18 @@ that ignores the answer loses the event silently. `put_event` reads the answer a
 state of statemachines/dsr.asl.json); a failure of the call itself (after botocore's own retries) is
 reported the same way. The error names the detail-type, the bus and AWS's error code, never the detail
 (which may one day carry more than ids) nor AWS's message text.
+
+The lifecycle events dsrflow emits are catalogued here (`DETAIL_TYPES`, kind -> detail-type) and sent with
+`emit`; each kind's detail has a JSON Schema in schemas/events/<kind>.schema.json (ids, enums, times, ARNs
+and counts only: no personal data fits in it), checked by tests/event_schemas.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -51,4 +57,64 @@ def put_event(
     log.info("event delivered", extra={"detail_type": detail_type, "bus": bus, "event_id": event_id})
 
 
-__all__ = ["put_event"]
+EVENT_SOURCE = "dsrflow"
+# kind -> EventBridge detail-type; one JSON Schema per kind in schemas/events/<kind>.schema.json.
+DETAIL_TYPES: dict[str, str] = {
+    "received": "Data Subject Request Received",
+    "approval_required": "Data Subject Request Approval Required",
+    "approved": "Data Subject Request Approved",
+    "denied": "Data Subject Request Denied",
+    "completed": "Data Subject Request Completed",
+    "deadline_at_risk": "Data Subject Request Deadline At Risk",
+    "deadline_extended": "Data Subject Request Deadline Extended",
+    "cancelled": "Data Subject Request Cancelled",
+}
+COMPLETED_DETAIL_TYPE = DETAIL_TYPES["completed"]  # also core.tasks.COMPLETED_DETAIL_TYPE
+
+
+class UnknownEventKind(KeyError, ValueError):
+    """`emit` was asked for a kind the catalog does not have (a programming error, never retried)."""
+
+
+def emit(events_client: EventBridgeClient, bus: str, kind: str, detail: dict[str, Any]) -> None:
+    """Put one lifecycle event of `kind` (a key of DETAIL_TYPES) on `bus`, source "dsrflow".
+
+    Raises UnknownEventKind (a KeyError and a ValueError) for a kind not in the catalog, EventNotDelivered
+    when EventBridge did not accept it.
+    """
+    try:
+        detail_type = DETAIL_TYPES[kind]
+    except KeyError:
+        raise UnknownEventKind(f"unknown dsrflow event kind {kind!r}; known: {', '.join(DETAIL_TYPES)}") from None
+    put_event(events_client, source=EVENT_SOURCE, detail_type=detail_type, bus=bus, detail=detail)
+
+
+DELIVERY_TRIES = 3
+
+
+def deliver(
+    events_client: EventBridgeClient | None,
+    bus: str | None,
+    kind: str,
+    detail: dict[str, Any],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """`emit`, retried in the call, for events that report something already done outside the workflow
+    (a request received, a decision taken through the API): the action stands whatever EventBridge says.
+    True once delivered; False (logged as an error) when EventBridge refused every try or no bus is set."""
+    if events_client is None or not bus:
+        return False
+    for attempt in range(DELIVERY_TRIES):
+        try:
+            emit(events_client, bus, kind, detail)
+            return True
+        except EventNotDelivered as exc:
+            if attempt == DELIVERY_TRIES - 1:
+                log.error("event not delivered", extra={"kind": kind, "error": exc.error_code, "bus": bus})
+                return False
+            sleep(0.2 * 2**attempt)
+    return False  # pragma: no cover  # the loop always returns
+
+
+__all__ = ["put_event", "emit", "deliver", "EVENT_SOURCE", "DETAIL_TYPES", "COMPLETED_DETAIL_TYPE", "UnknownEventKind"]

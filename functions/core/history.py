@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from connectors.base import Schedule
+from core.domain import Schedule
+from core.models import MAX_EXTENSIONS
 
 QUOTA = 25_000  # Step Functions standard workflows: history events per execution
 # What we allow ourselves: room for a vendor more, and for AWS counting an event we did not.
@@ -46,6 +47,9 @@ FAIL_STATE = 1  # FailStateEntered (the execution then ends with ExecutionFailed
 STATES: dict[str, str] = {
     "For each vendor": "Map",
     "For each action (export, then erase)": "Map",
+    "Needs approval?": "Choice",
+    "Ask for approval": "Task",
+    "Await approval": "Task",
     "Submit vendor job": "Task",
     "Wait for vendor": "Wait",
     "Check vendor job": "Task",
@@ -57,11 +61,25 @@ STATES: dict[str, str] = {
     "Record submit failure": "Pass",
     "Record check failure": "Pass",
     "Record collect failure": "Pass",
+    "Record approval failure": "Pass",
+    "Record denial": "Pass",
+    "Record outcome": "Task",
+    "Outcome not recorded": "Pass",
     "Finalize manifest": "Task",
     "Manifest not written": "Fail",
     "Completion event not delivered": "Fail",
 }
-TASKS = {"submit": "Submit vendor job", "check": "Check vendor job", "collect": "Collect archives"}
+TASKS = {
+    "submit": "Submit vendor job",
+    "check": "Check vendor job",
+    "collect": "Collect archives",
+    "ask": "Ask for approval",
+    "hold": "Await approval",
+    "record": "Record outcome",
+}
+# The approval gate asks again each time it times out after the deadline was extended: at most once per
+# extension (core.models.MAX_EXTENSIONS), plus the first ask.
+APPROVAL_ASKS = 1 + MAX_EXTENSIONS
 FINALIZE = "Finalize manifest"
 ASL_DEFAULT_MAX_ATTEMPTS = 3  # a Retrier without MaxAttempts
 
@@ -75,6 +93,9 @@ class Retries:
     check: int
     collect: int
     finalize: int
+    ask: int = 0
+    hold: int = 0
+    record: int = 0
 
     @classmethod
     def none(cls) -> Retries:
@@ -128,16 +149,23 @@ def worst_case_checks(schedule: Schedule, other_waits: Iterable[timedelta] = ())
     return checks + 2
 
 
-def action_events(checks: int, retries: Retries) -> int:
-    """One action (an item of the inner Map) on its longest path: Submit, `checks` times Wait + Check +
-    Choice, Collect, Succeed (a "Record ... failure" Pass costs the same and comes instead of Collect)."""
+def action_events(checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None) -> int:
+    """One action (an item of the inner Map) on its longest path: the approval Choice, `asks` times the gate
+    (Ask, Await; 0 without a gate), Submit, `checks` times Wait + Check + Choice, Collect, then Succeed, or
+    (`failed`) a "Record ... failure" Pass, Record outcome and its fallback Pass. `failed=None`: the longer."""
     loop = WAIT_STATE + task_events(retries.check) + CHOICE_STATE
+    gate = asks * (task_events(retries.ask) + task_events(retries.hold))
+    succeeded = SUCCEED_STATE
+    recorded = PASS_STATE + task_events(retries.record) + PASS_STATE
+    tail = max(succeeded, recorded) if failed is None else recorded if failed else succeeded
     return (
         MAP_ITERATION
+        + CHOICE_STATE
+        + gate
         + task_events(retries.submit)
         + checks * loop
         + task_events(retries.collect)
-        + max(SUCCEED_STATE, PASS_STATE)
+        + tail
     )
 
 

@@ -14,19 +14,21 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from connectors import registry
-from connectors.base import Action
-from core.clock import utcnow
+from core.clock import iso_z, utcnow
+from core.domain import Action, Connector
 from core.errors import ConfigError, DsrError
+from core.events import deliver
 from core.ledger import Ledger
 from core.models import (
     MAX_BODY_BYTES,
     MAX_NESTING,
+    ApprovalGate,
     DsrRequest,
     ExecutionInput,
     Skipped,
@@ -39,6 +41,7 @@ from core.safe import holds_subject
 from core.store import Store
 
 if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_stepfunctions import SFNClient
 
 MAX_FIELD_ERRORS = 20  # a 400 body stays small whatever the caller sent
@@ -159,6 +162,21 @@ def parse_body(body: Any, base64_encoded: bool = False) -> Any:
         raise _invalid("(body)", "is not JSON") from None
 
 
+def parse_object(body: Any, base64_encoded: bool = False) -> dict[str, Any] | None:
+    """An API body that must be a JSON object: None when the request has no body (the route decides whether
+    that is allowed), else `parse_body`'s checks, then an object whose keys are all valid text. InvalidRequest
+    on field "(body)" otherwise. Every route's body is read through here (handlers/intake.py)."""
+    if body is None or body == "":
+        return None
+    value = parse_body(body, base64_encoded)
+    if not isinstance(value, dict):
+        raise _invalid("(body)", "must be a JSON object")
+    problem = _structure_problem(value, "(body)", "")
+    if problem is not None:
+        raise InvalidRequest([problem])
+    return value
+
+
 def _loc(part: Any) -> str:
     if isinstance(part, int):
         return str(part)
@@ -168,10 +186,16 @@ def _loc(part: Any) -> str:
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """Pydantic errors as [{"field": "subject.email", "message": ...}], without the offending values."""
+    return error_fields(exc.errors(include_input=False, include_url=False), prefix)
+
+
+def error_fields(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic-style errors (their "loc" and "msg" only: never "input") as [{"field", "message"}]; the API's
+    routes use it for what Powertools' validation found (handlers/intake.py)."""
     out = []
-    for err in exc.errors(include_input=False, include_url=False)[:MAX_FIELD_ERRORS]:
+    for err in list(errors)[:MAX_FIELD_ERRORS]:
         loc = ".".join(_loc(p) for p in err["loc"] if p not in ("function-after", "[key]")) or "(body)"
-        message = err["msg"].removeprefix("Value error, ")
+        message = str(err["msg"]).removeprefix("Value error, ")
         out.append({"field": f"{prefix}{loc}", "message": message})
     return out
 
@@ -203,8 +227,13 @@ def plan(
     source: Literal["api", "eventbridge", "cli"],  # StoredRequest.source
     now: datetime,
     prefix: str = "",
+    *,
+    connector_class: Callable[[str], type[Connector]],
 ) -> StoredRequest:
     """Normalise a request: id, deadline, and per vendor what will run or why it is skipped.
+
+    `connector_class` looks a vendor's connector class up by name (the handler passes
+    `connectors.registry.connector_class`: core never imports connectors).
 
     InvalidRequest when a vendor the request names is not enabled in this deployment, or when no vendor can act
     on anything (each lacks the identifier it needs): an execution that could only skip is not started.
@@ -226,7 +255,7 @@ def plan(
     vendors: list[VendorPlan] = []
     skipped: list[Skipped] = []
     for vendor in wanted:
-        cls = registry.connector_class(vendor)
+        cls = connector_class(vendor)
         actions: list[Action] = []
         for action in request.actions:
             reason = cls.cannot_act_on(request.subject, action)  # also: an action the vendor lacks
@@ -255,14 +284,15 @@ def plan(
     )
 
 
-def execution_input(stored: StoredRequest) -> ExecutionInput:
+def execution_input(stored: StoredRequest, approval: ApprovalGate = "none") -> ExecutionInput:
     return ExecutionInput(
         request_id=stored.request_id,
         received_at=stored.received_at,
         deadline=stored.deadline,
-        vendors=stored.plan,
+        plan=stored.plan,
         skipped=stored.skipped,
         dry_run=stored.dry_run,
+        approval=approval,
     )
 
 
@@ -291,11 +321,15 @@ def accept(
     now: datetime,
     prefix: str = "",
     ledger: Ledger | None = None,
+    connector_class: Callable[[str], type[Connector]],
+    approval: ApprovalGate = "none",
+    events: EventBridgeClient | None = None,
+    event_bus_name: str | None = None,
 ) -> Accepted:
     """Plan, store once, start once. A redelivery of the same request answers "duplicate"; the same id with a
     different request raises RequestConflict; neither replaces the stored subject. A new request enters the
     ledger (status `received`) before its execution starts; a duplicate does not (core/ledger.py)."""
-    stored = plan(request, enabled_vendors, source, now, prefix)
+    stored = plan(request, enabled_vendors, source, now, prefix, connector_class=connector_class)
     created = store.create_request(stored)
     if created and ledger is not None:
         ledger.received(stored)  # never raises: a lost write is repaired when finalize writes the manifest
@@ -309,10 +343,32 @@ def accept(
         arn = sfn.start_execution(
             stateMachineArn=state_machine_arn,
             name=stored.request_id,
-            input=execution_input(stored).model_dump_json(),
+            input=execution_input(stored, approval).model_dump_json(),
         )["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
         arn = execution_arn(state_machine_arn, stored.request_id)
+        started = False
+    else:
+        started = True
+    if started:
+        if ledger is not None:
+            ledger.started(stored.request_id)
+        # After the start, never before: a CRM told "received" can count on the request running.
+        deliver(
+            events,
+            event_bus_name,
+            "received",
+            {
+                "request_id": stored.request_id,
+                "received_at": iso_z(stored.received_at),
+                "deadline": iso_z(stored.deadline),
+                "dry_run": stored.dry_run,
+                "source": stored.source,
+                "vendors": [p.vendor for p in stored.plan],
+                "actions": [a.value for a in stored.actions],
+                "approval": approval,
+            },
+        )
     return _accepted(stored, "accepted" if created else "duplicate", arn)
 
 

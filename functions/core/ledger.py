@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,25 @@ OPEN = "OPEN"  # open_pk while the request is open: the sparse "open requests by
 OPEN_INDEX = "open-by-deadline"  # open_pk, deadline
 STATUS_INDEX = "by-status"  # status, received_at
 ACTION_PREFIX = "action#"
-EVENTS = ("received", "submitted", "checked", "completed", "planned", "failed", "manifest written")
+EVENTS = (
+    "received",
+    "started",
+    "submitted",
+    "checked",
+    "completed",
+    "planned",
+    "failed",
+    "denied",
+    "cancelled",
+    "approval requested",
+    "approved",
+    "retried",
+    "extended",
+    "manifest written",
+)
+APPROVAL_SK = "APPROVAL#"  # + <vendor>#<action>: the open task token of the approval gate
+FINISHED = ("completed", "partially_failed", "failed", "cancelled")
+RUNNING = ("received", "running", "awaiting_approval")
 THROTTLED = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -108,7 +126,7 @@ class Ledger:
 
     # --- writes ------------------------------------------------------------------------------------------
     def received(self, stored: StoredRequest) -> bool:
-        """The request item (status `received`; the first vendor step makes it `running`) and its first audit
+        """The request item (status `received`; `started` makes it `running`) and its first audit
         event. Each planned vendor action starts `queued`, each skipped one `skipped`."""
         now = self.now()
         expires = self._expires(stored.received_at)
@@ -124,6 +142,9 @@ class Ledger:
             "open_pk": OPEN,
             "updated_at": _iso(now),
             "expires_at": expires,
+            "attempt": 1,
+            "attempts": [{"attempt": 1, "execution": stored.request_id, "at": _iso(now), "by": stored.source}],
+            "extended_days": 0,
         }
         for p in stored.plan:
             for a in p.actions:
@@ -194,9 +215,11 @@ class Ledger:
         expires: list[int] = []
 
         def update() -> None:
-            names = {"#a": attr, "#st": "status", "#state": "state"}
-            common = {":running": _av("running"), ":now": _av(_iso(now)), ":fallback": _av(self._expires(now))}
-            set_status = "#st = :running, updated_at = :now, expires_at = if_not_exists(expires_at, :fallback)"
+            names = {"#a": attr, "#state": "state"}
+            # The request's status is set by the lifecycle (started, awaiting approval, finished), never here:
+            # one branch's step must not hide that another branch awaits a decision.
+            common = {":now": _av(_iso(now)), ":fallback": _av(self._expires(now))}
+            set_status = "updated_at = :now, expires_at = if_not_exists(expires_at, :fallback)"
             try:
                 # A new state: the whole map, `since` now. Only when the state changed, so `since` means it.
                 answer = self.client.update_item(
@@ -299,6 +322,299 @@ class Ledger:
         written = {"event": "manifest written", "status": manifest.status, "counts": dict(manifest.counts)}
         return self._audit(manifest.request_id, written, expires, now) and ok
 
+    # --- the operator's lifecycle (core/operations.py) ---------------------------------------------------
+    # Unlike the step writes above, these raise: each one is a decision or a lock the caller must know about.
+    def started(self, request_id: str) -> bool:
+        """The first execution started: `received` becomes `running` (never raises, like the step writes)."""
+        now = self.now()
+
+        expires: list[int] = []
+
+        def update() -> None:
+            try:
+                answer = self.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(request_id, REQUEST_SK),
+                    UpdateExpression="SET #st = :running, updated_at = :now",
+                    ConditionExpression="#st = :received",
+                    ExpressionAttributeNames={"#st": "status"},
+                    ExpressionAttributeValues={
+                        ":running": _av("running"),
+                        ":received": _av("received"),
+                        ":now": _av(_iso(now)),
+                    },
+                    ReturnValues="ALL_NEW",
+                )
+                expires.append(self._expires_of(answer, now))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise  # already further along (a redelivered request)
+
+        ok = self._write("started", update)
+        if expires:
+            self._audit(request_id, {"event": "started", "execution": request_id, "attempt": 1}, expires[0], now)
+        return ok
+
+    def awaiting_approval(self, request_id: str, vendor: str, action: str, token: str, *, attempt: int) -> None:
+        """Keep the gate's task token (the approve/deny routes answer it) and mark the action and the request
+        awaiting approval. Raises StoreUnavailable when it cannot: without the token nobody could decide."""
+        from core.errors import StoreUnavailable
+
+        now = self.now()
+        try:
+            answer = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(request_id, REQUEST_SK),
+                UpdateExpression="SET #st = :awaiting, #a = :fields, updated_at = :now",
+                ExpressionAttributeNames={"#st": "status", "#a": action_attr(vendor, action)},
+                ExpressionAttributeValues={
+                    ":awaiting": _av("awaiting_approval"),
+                    ":fields": _av(
+                        {"vendor": vendor, "action": action, "state": "awaiting_approval", "since": _iso(now)}
+                    ),
+                    ":now": _av(_iso(now)),
+                },
+                ReturnValues="ALL_NEW",
+            )
+            expires = self._expires_of(answer, now)
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    k: _av(v)
+                    for k, v in {
+                        "pk": pk(request_id),
+                        "sk": f"{APPROVAL_SK}{vendor}#{action}",
+                        "request_id": request_id,
+                        "vendor": vendor,
+                        "action": action,
+                        "token": token,
+                        "attempt": attempt,
+                        "state": "open",
+                        "requested_at": _iso(now),
+                        "expires_at": expires,
+                    }.items()
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailable(
+                f"{vendor} approval: the request ledger could not record the approval gate's task token "
+                f"({type(exc).__name__}); the workflow retries"
+            ) from None
+        self._audit(
+            request_id,
+            {"event": "approval requested", "vendor": vendor, "action": action, "attempt": attempt},
+            expires,
+            now,
+        )
+
+    def open_approvals(self, request_id: str) -> list[dict[str, Any]]:
+        """The approval gates waiting on a decision for this request (with their tokens)."""
+        page = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :approval)",
+            ExpressionAttributeValues={":pk": _av(pk(request_id)), ":approval": _av(APPROVAL_SK)},
+            ConsistentRead=True,
+        )
+        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in page.get("Items", [])]
+        return [i for i in items if i.get("state") == "open"]
+
+    def deciding(self, gate: dict[str, Any], decision: str, *, by: str, reason: str | None) -> None:
+        """Note the decision on the gate item just before it is sent to the workflow, so that the workflow's
+        side (core.tasks.record: a denial's reason) can read it whatever Step Functions keeps of the cause.
+        The gate stays open until `decided`."""
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(str(gate["request_id"]), str(gate["sk"])),
+            UpdateExpression="SET decision = :d, decided_by = :by, decided_at = :now, reason = :why",
+            ExpressionAttributeValues={
+                ":d": _av(decision),
+                ":by": _av(by),
+                ":now": _av(_iso(self.now())),
+                ":why": _av(reason),
+            },
+        )
+
+    def expired(self, gate: dict[str, Any]) -> None:
+        """The gate's token no longer waits (timed out, stopped): it is closed without a decision."""
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(str(gate["request_id"]), str(gate["sk"])),
+            UpdateExpression="SET #state = :expired",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":expired": _av("expired")},
+        )
+
+    def gate(self, request_id: str, vendor: str, action: str) -> dict[str, Any] | None:
+        """The approval gate item of one vendor action (its decision once taken), None when there is none."""
+        answer = self.client.get_item(
+            TableName=self.table, Key=self._key(request_id, f"{APPROVAL_SK}{vendor}#{action}"), ConsistentRead=True
+        )
+        raw = answer.get("Item")
+        return {k: _plain(_deserializer.deserialize(v)) for k, v in raw.items()} if raw else None
+
+    def decided(self, gate: dict[str, Any], decision: str, *, by: str, reason: str | None, still_open: int) -> None:
+        """Record a decision the workflow has already taken (SendTaskSuccess/Failure succeeded): the gate is
+        closed, the action approved or denied, the audit event written; the request is `running` again once
+        no other gate is open."""
+        assert decision in ("approved", "denied"), decision
+        now = self.now()
+        request_id, vendor, action = gate["request_id"], gate["vendor"], gate["action"]
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(request_id, str(gate["sk"])),
+            UpdateExpression="SET #state = :decision, decided_by = :by, decided_at = :now",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":decision": _av(decision), ":by": _av(by), ":now": _av(_iso(now))},
+        )
+        fields = {"vendor": vendor, "action": action, "state": decision, "since": _iso(now), "by": by}
+        names = {"#a": action_attr(vendor, action)}
+        values: dict[str, Any] = {":fields": _av(_clean({**fields, "reason": reason})), ":now": _av(_iso(now))}
+        expression = "SET #a = :fields, updated_at = :now"
+        if still_open == 0:
+            names["#st"] = "status"
+            values[":running"] = _av("running")
+            expression += ", #st = :running"
+        answer = self.client.update_item(
+            TableName=self.table,
+            Key=self._key(request_id, REQUEST_SK),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        event = _clean({"event": decision, "vendor": vendor, "action": action, "by": by, "reason": reason})
+        self._audit(request_id, event, self._expires_of(answer, now), now)
+
+    def claim_attempt(
+        self, request_id: str, attempt: int, execution: str, *, by: str, actions: list[str], status: str
+    ) -> bool:
+        """Claim attempt number `attempt` for a retry: only when the request is still at attempt `attempt - 1`
+        and finished with `status` (two concurrent retries: one wins). The request is open and `running` again.
+        False when the condition failed."""
+        now = self.now()
+        answer = self._update_if(
+            request_id,
+            ReturnValues="ALL_NEW",
+            UpdateExpression=(
+                "SET #st = :running, attempt = :attempt, open_pk = :open, updated_at = :now, "
+                "attempts = list_append(if_not_exists(attempts, :empty), :this)"
+            ),
+            ConditionExpression="#st = :was AND (attempt = :previous OR attribute_not_exists(attempt))",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":running": _av("running"),
+                ":attempt": _av(attempt),
+                ":previous": _av(attempt - 1),
+                ":open": _av(OPEN),
+                ":now": _av(_iso(now)),
+                ":empty": _av([]),
+                ":this": _av(
+                    [{"attempt": attempt, "execution": execution, "at": _iso(now), "by": by, "actions": actions}]
+                ),
+                ":was": _av(status),
+            },
+        )
+        if answer is None:
+            return False
+        event = {"event": "retried", "attempt": attempt, "execution": execution, "by": by, "actions": actions}
+        self._audit(request_id, event, self._expires_of(answer, now), now)
+        return True
+
+    def release_attempt(self, request_id: str, attempt: int, status: str) -> None:
+        """Undo claim_attempt when the execution could not start: the request is back as it was."""
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(request_id, REQUEST_SK),
+            UpdateExpression="SET #st = :was, attempt = :previous REMOVE open_pk, attempts[" + str(attempt - 1) + "]",
+            ConditionExpression="attempt = :attempt",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={":was": _av(status), ":previous": _av(attempt - 1), ":attempt": _av(attempt)},
+        )
+
+    def extend(
+        self, request_id: str, *, days: int, total: int, deadline: datetime, original: datetime, by: str, reason: str
+    ) -> bool:
+        """Move the deadline to `deadline` (= the original + `total` days), if no other extension landed since
+        the caller read `total - days`. False when one did (the caller re-reads and decides again)."""
+        now = self.now()
+        answer = self._update_if(
+            request_id,
+            ReturnValues="ALL_NEW",
+            UpdateExpression=(
+                "SET deadline = :deadline, original_deadline = :original, extended_days = :total, "
+                "updated_at = :now, extensions = list_append(if_not_exists(extensions, :empty), :this)"
+            ),
+            ConditionExpression="attribute_not_exists(extended_days) OR extended_days = :before",
+            ExpressionAttributeValues={
+                ":deadline": _av(_iso(deadline)),
+                ":original": _av(_iso(original)),
+                ":total": _av(total),
+                ":before": _av(total - days),
+                ":now": _av(_iso(now)),
+                ":empty": _av([]),
+                ":this": _av([{"days": days, "reason": reason, "by": by, "at": _iso(now)}]),
+            },
+        )
+        if answer is None:
+            return False
+        event = {"event": "extended", "days": days, "deadline": _iso(deadline), "by": by, "reason": reason}
+        self._audit(request_id, event, self._expires_of(answer, now), now)
+        return True
+
+    def cancelled(self, manifest: Manifest, *, by: str, reason: str | None) -> bool:
+        """The request was cancelled: its final state from the cancel manifest, and who cancelled it."""
+        now = self.now()
+        ok = self.finished(manifest)
+        event = _clean({"event": "cancelled", "by": by, "reason": reason, "attempt": manifest.attempt})
+        return self._audit(manifest.request_id, event, self._expires(manifest.received_at), now) and ok
+
+    def page(
+        self,
+        *,
+        status: str | None,
+        due_before: datetime | None,
+        limit: int,
+        start: dict[str, Any] | None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of request items through an index (never a scan): by status (newest received first), or
+        the open ones by deadline (earliest first); `due_before` narrows either. Returns (items, next key)."""
+        kwargs: dict[str, Any] = {"TableName": self.table, "Limit": limit}
+        values: dict[str, Any] = {}
+        if status is not None:
+            kwargs.update(IndexName=STATUS_INDEX, KeyConditionExpression="#st = :status", ScanIndexForward=False)
+            kwargs["ExpressionAttributeNames"] = {"#st": "status"}
+            values[":status"] = _av(status)
+            if due_before is not None:
+                kwargs["FilterExpression"] = "deadline <= :before"
+        else:
+            kwargs.update(IndexName=OPEN_INDEX, KeyConditionExpression="open_pk = :open")
+            values[":open"] = _av(OPEN)
+            if due_before is not None:
+                kwargs["KeyConditionExpression"] = "open_pk = :open AND deadline <= :before"
+        if due_before is not None:
+            values[":before"] = _av(_iso(due_before))
+        kwargs["ExpressionAttributeValues"] = values
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        answer = self.client.query(**kwargs)
+        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in answer.get("Items", [])]
+        return items, answer.get("LastEvaluatedKey")
+
+    def audit_page(
+        self, request_id: str, *, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :audit)",
+            "ExpressionAttributeValues": {":pk": _av(pk(request_id)), ":audit": _av("AUDIT#")},
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        answer = self.client.query(**kwargs)
+        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in answer.get("Items", [])]
+        return items, answer.get("LastEvaluatedKey")
+
     # --- reads -------------------------------------------------------------------------------------------
     def item(self, request_id: str) -> dict[str, Any] | None:
         """The request item as plain values; None when there is none (or the ledger cannot be read)."""
@@ -333,6 +649,10 @@ class Ledger:
                 "since": v.get("since"),
                 "next_check_at": v.get("next_check_at"),
                 "vendor_status": v.get("vendor_status"),
+                "job_id": v.get("job_id"),
+                "reason": v.get("reason"),
+                "error": v.get("error"),
+                "by": v.get("by"),  # who approved or denied it
             }
             for k, v in sorted(item.items())
             if k.startswith(ACTION_PREFIX) and isinstance(v, dict)
@@ -343,6 +663,10 @@ class Ledger:
             "deadline": deadline,
             "days_left": days_left,
             "finished_at": item.get("finished_at"),
+            "original_deadline": item.get("original_deadline"),
+            "extended_days": item.get("extended_days") or 0,
+            "extensions": item.get("extensions") or [],
+            "attempt": item.get("attempt") or 1,
             "actions": actions,
         }
 
@@ -364,6 +688,22 @@ class Ledger:
     # --- plumbing ----------------------------------------------------------------------------------------
     def _key(self, request_id: str, sk: str) -> dict[str, AttributeValueTypeDef]:
         return {"pk": _av(pk(request_id)), "sk": _av(sk)}
+
+    def _update_if(self, request_id: str, **update: Any) -> Any | None:
+        """UpdateItem on the request item under a ConditionExpression: the answer, or None when the condition
+        did not hold (the caller's lock or rule); any other error propagates."""
+        try:
+            return self.client.update_item(TableName=self.table, Key=self._key(request_id, REQUEST_SK), **update)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+
+    def _expires_of(self, answer: Any, now: datetime) -> int:
+        """The request item's own expires_at from an update's ALL_NEW answer: every item of a request expires
+        with it (received_at + the retention), whenever it was written."""
+        raw = (answer or {}).get("Attributes", {}).get("expires_at")
+        return int(_deserializer.deserialize(raw)) if raw is not None else self._expires(now)
 
     def _expires(self, received_at: datetime) -> int:
         return int((received_at + self.retention).timestamp())
@@ -406,6 +746,57 @@ class Ledger:
                     pass
             return False
         return False  # pragma: no cover  # the loop always returns
+
+    # --- the deadline watch ------------------------------------------------------------------------------
+    # core/watch.sweep reads the open requests through the sparse open-by-deadline index and marks each one
+    # warned for its deadline (`at_risk_warned_for`) before it emits the warning, so a warning goes out once per
+    # deadline value: an extended deadline is a new value and re-arms it. Unlike the writes above, these raise:
+    # the sweep decides what a failure means (the next hourly run tries again).
+    def open_requests(self, due_before: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Every open request item (plain values) by deadline, earliest first; with `due_before`, only those
+        whose deadline is at or before it. Raises what DynamoDB raises."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OPEN_INDEX,
+            "KeyConditionExpression": "open_pk = :open",
+            "ExpressionAttributeValues": {":open": _av(OPEN)},
+        }
+        if due_before is not None:
+            kwargs["KeyConditionExpression"] = "open_pk = :open AND deadline <= :before"
+            kwargs["ExpressionAttributeValues"][":before"] = _av(_iso(due_before))
+        while True:
+            page = self.client.query(**kwargs)
+            for raw in page.get("Items", []):
+                yield {k: _plain(_deserializer.deserialize(v)) for k, v in raw.items()}
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def mark_at_risk(self, request_id: str, deadline: str) -> bool:
+        """Record that the deadline warning for `deadline` is going out: True when this call set it, False when
+        the request was already warned for that deadline (or is no longer open with that deadline: finished,
+        extended since it was read). Any other error propagates."""
+        answer = self._update_if(
+            request_id,
+            UpdateExpression="SET at_risk_warned_for = :d",
+            ConditionExpression=(
+                "open_pk = :open AND deadline = :d "
+                "AND (attribute_not_exists(at_risk_warned_for) OR at_risk_warned_for <> :d)"
+            ),
+            ExpressionAttributeValues={":d": _av(deadline), ":open": _av(OPEN)},
+        )
+        return answer is not None
+
+    def unmark_at_risk(self, request_id: str, deadline: str) -> bool:
+        """Undo mark_at_risk (the warning was not delivered), only if it still records `deadline`: the next
+        sweep warns again. True when removed; any error but the condition's propagates."""
+        answer = self._update_if(
+            request_id,
+            UpdateExpression="REMOVE at_risk_warned_for",
+            ConditionExpression="at_risk_warned_for = :d",
+            ExpressionAttributeValues={":d": _av(deadline)},
+        )
+        return answer is not None
 
 
 def _plain(value: Any) -> Any:

@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.base import Action, Job, Progress, Subject
 from core.archive_store import StoredArchive
 from core.clock import utcnow
+from core.domain import Action, Job, Progress, Subject
 
 # --- What intake accepts (anything beyond is a 400 naming the field) ------------------------------------
 # Step Functions execution names: 1-80 of letters, digits, '-' and '_' (the request id is the name).
@@ -71,6 +71,10 @@ RECEIVED_AT_RANGE = (
 )
 
 GDPR_RESPONSE_DAYS = 30
+# GDPR Art. 12(3): the deadline may be extended "by two further months"; dsrflow allows 60 days in total, in
+# at most this many extensions (each one re-arms the approval gate's wait: core/history.py bounds it).
+MAX_EXTENSION_DAYS = 60
+MAX_EXTENSIONS = 3
 # Vendors one request can plan for: intake accepts only this deployment's vendors, so this is a ceiling.
 MAX_PLANNED_VENDORS = 20
 
@@ -258,8 +262,18 @@ class DsrRequest(BaseModel):
 
 
 class VendorPlan(BaseModel):
+    """One vendor's share of a request: `actions` is everything asked of it, `run` what this attempt runs
+    (a retry re-runs only what failed, was withheld or denied; an erase still checks the export of `actions`)."""
+
     vendor: str
     actions: list[Action]
+    run: list[Action] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _run_defaults_to_actions(self) -> VendorPlan:
+        if not self.run:
+            self.run = list(self.actions)
+        return self
 
 
 class Skipped(BaseModel):
@@ -285,33 +299,82 @@ class StoredRequest(BaseModel):
     fingerprint: str | None = None
 
 
+ApprovalGate = Literal["none", "erase", "all"]  # which actions wait for a person's decision (REQUIRE_APPROVAL)
+
+
 class ExecutionInput(BaseModel):
     """The state machine's input: no PII, only what the Map and the console need. Bounded by construction
-    (intake accepts only this deployment's vendors), so no state can approach Step Functions' 256 KiB."""
+    (intake accepts only this deployment's vendors), so no state can approach Step Functions' 256 KiB.
+
+    `attempt` is 1 for the execution intake starts (named after the request id) and counts up with each
+    retry (POST /requests/{id}/retry), which runs under the same request id, receipt date and deadline."""
 
     request_id: str
     received_at: datetime
     deadline: datetime
-    vendors: list[VendorPlan] = Field(max_length=MAX_PLANNED_VENDORS)
+    plan: list[VendorPlan] = Field(max_length=MAX_PLANNED_VENDORS)
     skipped: list[Skipped] = Field(default_factory=list, max_length=2 * MAX_PLANNED_VENDORS)
     dry_run: bool = False
+    approval: ApprovalGate = "none"
+    attempt: int = Field(default=1, ge=1)
 
 
-class ActionTask(BaseModel):
-    """Input of submit/check/collect: one vendor, one action, and the job once submitted."""
+class Approval(BaseModel):
+    """A person's decision on one vendor action, as POST /requests/{id}/approve hands it to the workflow."""
 
-    model_config = ConfigDict(extra="ignore")
+    by: str  # the approver's IAM principal (ARN), as API Gateway passes it
+    at: datetime
+    reason: str | None = None
+
+
+class ApprovalWait(BaseModel):
+    """How long the approval gate holds: until `until` (real time), the request's deadline `deadline` at
+    scale 1; `seconds` is the Task's TimeoutSecondsPath."""
+
+    seconds: int = Field(ge=1)
+    until: datetime
+    deadline: datetime  # the request's deadline when the wait was set: an extension moves `until` on
+    timed_out: bool = False
+
+
+class StepState(BaseModel):
+    """The one state a vendor action carries through its branch of the workflow: every job task (approval,
+    submit, check) takes it and returns it. `next_check_at` is when the Wait state wakes the next check
+    (whole seconds, never early: the Wait's TimestampPath); the job holds the connector's own schedule."""
+
+    model_config = ConfigDict(extra="ignore")  # the ASL adds Catch results ($.error) beside it
 
     request_id: str
     vendor: str
     action: Action
     actions: list[Action] = Field(default_factory=list)  # everything asked of this vendor
+    attempt: int = Field(default=1, ge=1)
+    approval_gate: ApprovalGate = "none"
+    deadline: datetime | None = None  # the request's deadline as the execution started (the ledger's may be later)
     job: Job | None = None
     progress: Progress | None = None
+    next_check_at: str | None = None
+    approval: Approval | None = None
+    approval_wait: ApprovalWait | None = None
+    approval_timed_out: dict[str, Any] | None = None  # the gate's States.Timeout, until ask_approval looked at it
 
 
-Step = Literal["submit", "check", "collect"]
-OutcomeStatus = Literal["completed", "planned", "failed", "skipped"]
+ActionTask = StepState  # the name the tasks used before the step state was one model
+
+
+Step = Literal["approval", "submit", "check", "collect"]
+# denied: a person refused the action (not a failure); cancelled: the request was cancelled before it ended.
+OutcomeStatus = Literal["completed", "planned", "failed", "skipped", "denied", "cancelled"]
+OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("completed", "planned", "failed", "skipped", "denied", "cancelled")
+
+
+class AttemptOutcome(BaseModel):
+    """What one attempt (execution) did with a vendor action: the manifest keeps every attempt."""
+
+    attempt: int
+    status: OutcomeStatus
+    error: str | None = None
+    finished_at: datetime | None = None
 
 
 class ActionOutcome(BaseModel):
@@ -342,6 +405,10 @@ class ActionOutcome(BaseModel):
     job_ids: list[str] = Field(default_factory=list)
     planned_call: str | None = None  # dry run: method and path template of the destructive call not sent
     vendor_said: list[str] = Field(default_factory=list)  # keys of the private objects with the vendor's words
+    approved_by: str | None = None  # the IAM principal who approved it (the approval gate)
+    approved_at: datetime | None = None
+    attempt: int = 1  # the attempt this outcome comes from
+    attempts: list[AttemptOutcome] = Field(default_factory=list)  # every attempt, oldest first
 
     @field_validator("reason")
     @classmethod
@@ -353,10 +420,13 @@ class Manifest(BaseModel):
     """The proof: requests/{id}/manifest.json and the execution's output."""
 
     request_id: str
-    status: Literal["completed", "partially_failed", "failed"]
+    status: Literal["completed", "partially_failed", "failed", "cancelled"]
     dry_run: bool = False  # a dry run: erase outcomes are `planned`, nothing destructive reached a vendor
     received_at: datetime
-    deadline: datetime
+    deadline: datetime  # extended where the DPO extended it (original_deadline then holds the first one)
+    original_deadline: datetime | None = None
+    attempt: int = 1  # the latest attempt (execution) merged into this manifest
+    cancelled_by: str | None = None
     finished_at: datetime
     within_deadline: bool
     counts: dict[str, int]

@@ -19,7 +19,8 @@ class Settings(BaseModel):
     state_machine_arn: str | None = None
     event_bus_name: str | None = None
     secrets_max_age: int = 300
-    approval_mode: Literal["auto", "manual"] = "auto"
+    approval_mode: Literal["auto", "manual"] = "auto"  # Qualifio's own DPO validation (the vendor's gate)
+    require_approval: Literal["none", "erase", "all"] = "none"  # dsrflow's approval gate (ours)
     ledger_table: str | None = None
     ledger_retention_days: int = Field(default=1095, ge=1)
 
@@ -32,6 +33,7 @@ _ENV = {
     "event_bus_name": "EVENT_BUS_NAME",
     "secrets_max_age": "SECRETS_MAX_AGE",
     "approval_mode": "APPROVAL_MODE",
+    "require_approval": "REQUIRE_APPROVAL",
     "ledger_table": "LEDGER_TABLE",
     "ledger_retention_days": "LEDGER_RETENTION_DAYS",
 }

@@ -59,9 +59,16 @@ def outcome_key(request_id: str, vendor: str, action: str) -> str:
     return f"{prefix(request_id)}{vendor}/{action}/outcome.json"
 
 
-def submission_key(request_id: str, vendor: str, action: str) -> str:
-    """Every attempt to start the vendor job, recorded before the call (at most one more job per action)."""
-    return f"{prefix(request_id)}{vendor}/{action}/submission.json"
+def submission_key(request_id: str, vendor: str, action: str, attempt: int = 1) -> str:
+    """Every try to start the vendor job, recorded before the call (at most one more job per action). One
+    record per attempt: a retry of the request (an operator's decision) starts from a clean record."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return f"{prefix(request_id)}{vendor}/{action}/submission{suffix}.json"
+
+
+def attempt_manifest_key(request_id: str, attempt: int) -> str:
+    """Every version of the manifest, one per attempt, kept under proof/ beside the latest."""
+    return f"proof/{request_id}/attempts/{attempt}/manifest.json"
 
 
 class Store:
@@ -152,7 +159,13 @@ class Store:
     def put_manifest(self, manifest: Manifest) -> None:
         body = manifest.model_dump_json(indent=2).encode()
         self._put(manifest.manifest_key, body)
+        self._put(attempt_manifest_key(manifest.request_id, manifest.attempt), body)
         self._put(manifest.proof_key, body)
+
+    def load_attempt_manifest(self, request_id: str, attempt: int) -> Manifest | None:
+        """The manifest as attempt `attempt` wrote it (None when it wrote none)."""
+        raw = self._get_json(attempt_manifest_key(request_id, attempt))
+        return Manifest.model_validate(raw) if raw is not None else None
 
     def load_manifest(self, request_id: str) -> Manifest | None:
         """The manifest, from the proof copy once the request data has expired."""

@@ -13,14 +13,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from connectors.base import Action, Connector, Job, JobContext, Progress
 from core import vendor_said
 from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
-from core.errors import MESSAGE_LIMIT, DsrError, SubmissionUncertain, VendorError, VendorTransientError, cap
-from core.events import put_event
+from core.domain import Action, Connector, Job, JobContext, Progress
+from core.errors import (
+    MESSAGE_LIMIT,
+    ApprovalTimedOut,
+    ConfigError,
+    DsrError,
+    SubmissionUncertain,
+    VendorError,
+    VendorTransientError,
+    cap,
+)
+from core.events import emit
 from core.ledger import Ledger
-from core.models import ActionOutcome, ActionTask, ExecutionInput, Manifest, StoredRequest
+from core.models import (
+    OUTCOME_STATUSES,
+    ActionOutcome,
+    ActionTask,
+    ApprovalWait,
+    AttemptOutcome,
+    ExecutionInput,
+    Manifest,
+    StepState,
+    StoredRequest,
+)
 from core.safe import holds_subject, safe_id, safe_word, scrub, subject_values
 from core.store import Store, archive_key, manifest_key, outcome_key, proof_key, submission_key
 from core.store import prefix as request_prefix
@@ -96,11 +115,12 @@ def _wait_until(moment: datetime, now: datetime) -> str:
 
 
 def _with_job(
-    task: ActionTask, job: Job, progress: Progress | None, now: datetime, request: StoredRequest
+    task: StepState, job: Job, progress: Progress | None, now: datetime, request: StoredRequest
 ) -> dict[str, Any]:
-    out = task.model_copy(update={"job": job, "progress": progress}).model_dump(mode="json")
-    out["wait_until"] = _wait_until(job.next_check_at, now)
-    return scrub(out, subject_values(request.subject), where="task output")
+    state = task.model_copy(
+        update={"job": job, "progress": progress, "next_check_at": _wait_until(job.next_check_at, now)}
+    )
+    return scrub(state.model_dump(mode="json"), subject_values(request.subject), where="task output")
 
 
 @contextmanager
@@ -185,7 +205,7 @@ class _Submissions:
 
     def __init__(self, rt: Runtime, task: ActionTask):
         self.rt = rt
-        self.key = submission_key(task.request_id, task.vendor, task.action.value)
+        self.key = submission_key(task.request_id, task.vendor, task.action.value, task.attempt)
         raw = rt.store.get_json(self.key) or {}
         self.attempts: list[dict[str, Any]] = list(raw.get("attempts") or [])
 
@@ -267,7 +287,7 @@ def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         ctx.after_uncertain_attempt = possible_duplicate
         record.begin(ctx.now)
         try:
-            job = connector.start(task.action, request.subject, ctx)
+            job = connector.submit(task.action, request.subject, ctx)
         except BaseException as exc:
             record.end("uncertain" if _uncertain(exc) else "not_acted")
             raise
@@ -304,7 +324,7 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         # Recorded as it stands by the ASL ("Record vendor failure"): give it the error name and the
         # "<vendor> <step>:" opening every other failure has.
         own = (progress.reason or "the vendor reported the job failed").removeprefix(f"{task.vendor}: ")
-        error = "DeadlineExceeded" if "DeadlineExceeded" in own else "VendorError"
+        error = progress.error or "VendorError"
         progress = progress.model_copy(update={"reason": f"{task.vendor} check: {own}", "error": error})
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now
@@ -324,7 +344,7 @@ def _already_stored(rt: Runtime, task: ActionTask) -> list[StoredArchive]:
     found: list[StoredArchive] = []
     for key in rt.store.list_keys(_archive_prefix(task)):
         rest = key[len(_archive_prefix(task)) :]
-        if "/" in rest or rest in ("outcome.json", "submission.json"):
+        if "/" in rest or rest == "outcome.json" or (rest.startswith("submission") and rest.endswith(".json")):
             continue  # vendor-said/ objects and our own records are not archives
         name = rest
         kind = "zip" if name.endswith(".zip") else "json" if name.endswith(".json") else "bytes"
@@ -354,6 +374,9 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
         "completed_at": rt.now(),
         "checks": job.checks,
         "possible_duplicate": bool(job.state.get("possible_duplicate")),
+        "attempt": task.attempt,
+        "approved_by": task.approval.by if task.approval else None,
+        "approved_at": task.approval.at if task.approval else None,
     }
     if job.state.get("possible_duplicate"):
         common["job_ids"] = _Submissions(rt, task).job_ids()
@@ -394,7 +417,7 @@ def _planned(task: ActionTask, job: Job) -> dict[str, Any]:
 def _fetch_and_store(
     rt: Runtime, task: ActionTask, connector: Connector, job: Job, ctx: JobContext
 ) -> list[StoredArchive]:
-    archives = connector.fetch(job, ctx)
+    archives = connector.collect(job, ctx)
     stored: list[StoredArchive] = []
     try:
         for archive in archives:
@@ -459,11 +482,28 @@ def failure_reason(error: dict[str, Any] | None) -> tuple[str | None, str]:
     return "TaskFailed", "the task failed with an error dsrflow does not recognise; see the execution's events"
 
 
+def _denial(error: Any) -> str:
+    """The reason of a denial, from the SendTaskFailure cause the deny route wrote (by, at, reason)."""
+    cause: Any = error.get("Cause") if isinstance(error, dict) else None
+    try:
+        said = json.loads(cause) if isinstance(cause, str) else {}
+    except ValueError:
+        said = {}
+    said = said if isinstance(said, dict) else {}
+    by, at, why = said.get("by"), said.get("at"), said.get("reason")
+    text = "denied" + (f" by {by}" if isinstance(by, str) else "") + (f" at {at}" if isinstance(at, str) else "")
+    return cap(text + (f": {why}" if isinstance(why, str) and why else ""), MESSAGE_LIMIT)
+
+
 def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome:
+    """One branch's end as an ActionOutcome: collect's and record's are already one; the fallback of a
+    record that failed (\"Outcome not recorded\") still holds the Catch's error object."""
     state = raw.get("job_state") or {}  # the failed job's bookkeeping (the Record ... failure states pass it)
     if isinstance(state, dict) and state.get("possible_duplicate"):
         raw = {**raw, "possible_duplicate": True}
-    if raw.get("status") == "failed" and raw.get("error") is not None and not isinstance(raw["error"], str):
+    if raw.get("status") == "denied" and raw.get("error") is not None and not isinstance(raw["error"], str):
+        raw = {**raw, "error": None, "reason": _denial(raw["error"])}
+    elif raw.get("status") == "failed" and raw.get("error") is not None and not isinstance(raw["error"], str):
         name, message = failure_reason(raw["error"])
         raw = {**raw, "error": name, "reason": raw.get("reason") or message}
     outcome = ActionOutcome.model_validate(raw)
@@ -471,9 +511,179 @@ def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome
     return outcome.model_copy(update={"vendor_said": keys}) if keys else outcome
 
 
-# The completion event on the CRM's bus (ARCHITECTURE.md, EVENT_BUS_NAME).
-EVENT_SOURCE = "dsrflow"
-COMPLETED_DETAIL_TYPE = "Data Subject Request Completed"
+# --- the approval gate ------------------------------------------------------------------------------------
+#
+# "Ask for approval" (ask_approval) checks the premise and sets how long the gate may hold; "Await approval"
+# (hold_for_approval, invoked with a task token) records the token in the ledger and tells the CRM. The
+# routes POST /requests/{id}/approve and /deny answer the token (core/operations.py). The gate holds until the
+# request's deadline; at a local time scale the wait is scaled like every vendor duration.
+
+LATE_RETRY_GRACE = timedelta(hours=24)  # a retry that reaches the gate after the deadline: one day to decide
+
+
+def _deadline(rt: Runtime, request_id: str, fallback: datetime | None = None) -> tuple[datetime, datetime | None]:
+    """(the request's deadline now, the original one when it was extended), from the ledger (where extensions
+    are recorded), else `fallback` (the execution's)."""
+    item = rt.ledger.item(request_id) if rt.ledger is not None else None
+    if item and isinstance(item.get("deadline"), str):
+        original = item.get("original_deadline")
+        return datetime.fromisoformat(item["deadline"]), (
+            datetime.fromisoformat(original) if isinstance(original, str) else None
+        )
+    if fallback is None:
+        raise ConfigError("dsrflow", "the request ledger", f"holds no deadline for request {request_id}")
+    return fallback, None
+
+
+def ask_approval(task: StepState, rt: Runtime) -> dict[str, Any]:
+    from core.clock import scaled
+
+    _require_verified_export(rt, task)  # never ask a person to approve what could not be sent anyway
+    now = rt.now()
+    deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline)
+    wait = task.approval_wait
+    if wait is not None and task.approval_timed_out is not None:
+        # The gate timed out: at the deadline, unless it was extended meanwhile (then hold on to the new one).
+        if deadline <= wait.deadline:
+            raise ApprovalTimedOut(
+                f"{task.vendor}: no decision on the {task.action.value} came before the request's deadline "
+                f"({iso_z(deadline)}); nothing was sent to the vendor. Retry the request to ask again"
+            )
+        until = wait.until + scaled(deadline - wait.deadline)
+    elif now < deadline:
+        until = now + scaled(deadline - now)
+    elif task.attempt > 1:
+        until = now + scaled(LATE_RETRY_GRACE)  # a retry after the deadline: the operator chose to act late
+    else:
+        raise ApprovalTimedOut(
+            f"{task.vendor}: the request's deadline ({iso_z(deadline)}) passed before the {task.action.value} "
+            "reached the approval gate; nothing was sent to the vendor. Retry the request to ask again"
+        )
+    seconds = max(1, int((until - now).total_seconds() + 0.999))
+    state = task.model_copy(
+        update={
+            "approval_wait": ApprovalWait(seconds=seconds, until=until, deadline=deadline),
+            "approval_timed_out": None,
+        }
+    )
+    return state.model_dump(mode="json")
+
+
+def hold_for_approval(task: StepState, rt: Runtime, *, token: str | None) -> dict[str, Any]:
+    """Invoked with the task token: the ledger keeps it for the approve/deny routes (a write that must not be
+    lost: without the token nobody could answer), then an Approval Required event goes to the CRM."""
+    if not token:
+        raise ConfigError("dsrflow", "Await approval", "was invoked without a task token")
+    if rt.ledger is None:
+        raise ConfigError("dsrflow", "LEDGER_TABLE", "is required by the approval gate (it holds the task token)")
+    deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline)
+    rt.ledger.awaiting_approval(task.request_id, task.vendor, task.action.value, token, attempt=task.attempt)
+    if rt.events is not None and rt.event_bus_name:
+        emit(
+            rt.events,
+            rt.event_bus_name,
+            "approval_required",
+            {
+                "request_id": task.request_id,
+                "vendor": task.vendor,
+                "action": task.action.value,
+                "deadline": iso_z(deadline),
+                "attempt": task.attempt,
+            },
+        )
+    return {"held": True}
+
+
+# --- recording an action that did not complete -----------------------------------------------------------
+
+
+def record(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+    """A failed, denied or timed-out action's outcome, from the allow-listed shape the ASL's Record states
+    build: written to outcome.json (like a completed one) and to the ledger, and returned to the Map."""
+    request_id = str(payload.get("request_id") or "")
+    raw = {k: v for k, v in payload.items() if k != "request_id"}
+    if raw.get("status") == "denied" and rt.ledger is not None:
+        # The deny route noted the decision on the gate before sending it: the reason comes from there when
+        # the failure's cause did not keep it.
+        found = raw.get("error")
+        error: dict[str, Any] = found if isinstance(found, dict) else {}
+        if not error.get("Cause"):
+            gate = rt.ledger.gate(request_id, str(raw.get("vendor")), str(raw.get("action")))
+            if gate and gate.get("decision") == "denied":
+                said = {"by": gate.get("decided_by"), "at": gate.get("decided_at"), "reason": gate.get("reason")}
+                raw["error"] = {**error, "Cause": json.dumps(said)}
+    outcome = _outcome(raw, rt, request_id)
+    payload_out = outcome.model_dump(mode="json")
+    rt.store.put_json(outcome_key(request_id, outcome.vendor, outcome.action.value), payload_out)
+    if rt.ledger is not None:
+        rt.ledger.action(
+            request_id,
+            outcome.vendor,
+            outcome.action.value,
+            outcome.status,
+            job_id=outcome.job_id,
+            reason=outcome.reason,
+            error=outcome.error,
+        )
+    return payload_out
+
+
+# --- finalize ---------------------------------------------------------------------------------------------
+
+
+def _with_attempts(outcome: ActionOutcome) -> ActionOutcome:
+    """An outcome that lists its attempts (manifests written before retries existed list none)."""
+    if outcome.attempts:
+        return outcome
+    return outcome.model_copy(
+        update={
+            "attempts": [
+                AttemptOutcome(
+                    attempt=outcome.attempt,
+                    status=outcome.status,
+                    error=outcome.error,
+                    finished_at=outcome.completed_at,
+                )
+            ]
+        }
+    )
+
+
+def merge_attempts(earlier: list[ActionOutcome], now: list[ActionOutcome], attempt: int) -> list[ActionOutcome]:
+    """Every vendor action's latest outcome, each listing all its attempts: what this attempt ran replaces
+    the earlier outcome, what it did not run (completed actions are never re-run) stays as it was."""
+    merged = {(o.vendor, o.action): _with_attempts(o) for o in earlier}
+    for o in now:
+        before = merged.get((o.vendor, o.action))
+        history = [a for a in (before.attempts if before else []) if a.attempt != attempt]
+        this = AttemptOutcome(attempt=attempt, status=o.status, error=o.error, finished_at=o.completed_at)
+        merged[(o.vendor, o.action)] = o.model_copy(update={"attempt": attempt, "attempts": [*history, this]})
+    return sorted(merged.values(), key=lambda o: (o.vendor, 0 if o.action == Action.EXPORT else 1))
+
+
+def summarise(
+    outcomes: list[ActionOutcome],
+) -> tuple[dict[str, int], Literal["completed", "partially_failed", "failed"]]:
+    """The counts per status and the request's status: denied is a decision, not a failure; a skipped action
+    (the vendor cannot act on the identifiers given) leaves the request partially failed, as it always did."""
+    counts: dict[str, int] = {k: sum(1 for o in outcomes if o.status == k) for k in OUTCOME_STATUSES}
+    done = counts["completed"] + counts["planned"] + counts["denied"]
+    status: Literal["completed", "partially_failed", "failed"]
+    if outcomes and done == len(outcomes):
+        status = "completed"
+    elif done == 0:
+        status = "failed"
+    else:
+        status = "partially_failed"
+    return counts, status
+
+
+def earlier_outcomes(rt: Runtime, request_id: str, attempt: int) -> list[ActionOutcome]:
+    """The outcomes of the attempt before `attempt` (its own manifest under proof/), none for the first."""
+    if attempt <= 1:
+        return []
+    earlier = rt.store.load_attempt_manifest(request_id, attempt - 1) or rt.store.load_manifest(request_id)
+    return list(earlier.outcomes) if earlier is not None else []
 
 
 def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
@@ -484,52 +694,60 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     outcomes += [
         ActionOutcome(vendor=s.vendor, action=s.action, status="skipped", reason=s.reason) for s in execution.skipped
     ]
-    outcomes.sort(key=lambda o: (o.vendor, 0 if o.action == Action.EXPORT else 1))
-    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("completed", "planned", "failed", "skipped")}
-    done = counts["completed"] + counts["planned"]
-    status: Literal["completed", "partially_failed", "failed"]  # Manifest.status
-    if outcomes and done == len(outcomes):
-        status = "completed"
-    elif done == 0:
-        status = "failed"
-    else:
-        status = "partially_failed"
+    outcomes = merge_attempts(
+        earlier_outcomes(rt, execution.request_id, execution.attempt), outcomes, execution.attempt
+    )
+    counts, status = summarise(outcomes)
+    deadline, original = _deadline(rt, execution.request_id, fallback=execution.deadline)
     finished = rt.now()
     manifest = Manifest(
         request_id=execution.request_id,
         status=status,
         dry_run=execution.dry_run,
         received_at=execution.received_at,
-        deadline=execution.deadline,
+        deadline=deadline,
+        original_deadline=original,
+        attempt=execution.attempt,
         finished_at=finished,
-        within_deadline=finished <= execution.deadline,
+        within_deadline=finished <= deadline,
         counts=counts,
         outcomes=outcomes,
         manifest_key=manifest_key(execution.request_id),
         proof_key=proof_key(execution.request_id),
     )
     # Manifest first, then the event: when EventBridge rejects the event (EventNotDelivered), the workflow
-    # retries this whole task, which rewrites both manifest copies (same outcomes, a later finished_at) and
+    # retries this whole task, which rewrites the manifest copies (same outcomes, a later finished_at) and
     # puts the event again. The CRM may so see the event twice only if an answer was lost; it carries the
-    # request id to deduplicate on.
+    # request id and the attempt to deduplicate on.
     rt.store.put_manifest(manifest)
     if rt.ledger is not None:
         rt.ledger.finished(manifest)  # never raises; rewrites every action's final state (core/ledger.py)
     if rt.events is not None and rt.event_bus_name:
-        put_event(
+        emit(
             rt.events,
-            source=EVENT_SOURCE,
-            detail_type=COMPLETED_DETAIL_TYPE,
-            bus=rt.event_bus_name,
-            detail={
+            rt.event_bus_name,
+            "completed",
+            {
                 "request_id": manifest.request_id,
                 "status": manifest.status,
                 "dry_run": manifest.dry_run,
                 "counts": manifest.counts,
                 "manifest": {"bucket": rt.store.bucket, "key": manifest.manifest_key},
+                "attempt": manifest.attempt,
             },
         )
     return manifest.summary()
 
 
-__all__ = ["Runtime", "submit", "check", "collect", "finalize", "ErasureWithheld", "STEP_NAMES"]
+__all__ = [
+    "Runtime",
+    "submit",
+    "check",
+    "collect",
+    "ask_approval",
+    "hold_for_approval",
+    "record",
+    "finalize",
+    "ErasureWithheld",
+    "STEP_NAMES",
+]

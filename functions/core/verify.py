@@ -9,7 +9,7 @@ checks alone pass a truncated file). The verifier sees every chunk as `store_arc
     result = verifier.finish()                                           # ArchiveInvalid, or a VerifyResult
     verifier.close()                                                     # always (idempotent)
 
-Kinds (`connectors.base.Archive.kind`):
+Kinds (`core.domain.Archive.kind`):
 - "zip": the stream is spooled to an anonymous temporary file (ARCHIVE_SPOOL_DIR, default the system temp
   dir, i.e. Lambda's /tmp) because a zip can only be read from its end (the central directory). At the
   end: the first bytes are a zip signature; the end-of-central-directory record is found and its member

@@ -6,8 +6,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import tasks
-from core.runtime import runtime
 from handlers.observability import logger, metrics, tracer
+from handlers.runtime import runtime
 
 
 @logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)

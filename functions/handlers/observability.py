@@ -14,8 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from core.errors import DsrError, TaskCrashed
 from core.http import invocation_deadline
 from core.models import ActionTask
-from core.runtime import runtime
 from core.tasks import Runtime
+from handlers.runtime import runtime
 
 logger = Logger(service="dsrflow")
 tracer = Tracer(service="dsrflow")

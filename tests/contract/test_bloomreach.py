@@ -63,12 +63,12 @@ def test_export_one_delivers_the_customer_as_one_json_archive(sim, vendor_http, 
     subject = Subject(customer_ids=ids)
     ctx = ctx_for(subject)
 
-    job = connector.start(Action.EXPORT, subject, ctx)
+    job = connector.submit(Action.EXPORT, subject, ctx)
     assert sim.calls == []  # nothing fetched at submission: the answer must not ride in the Job
     assert job.next_check_at == job.submitted_at
     assert connector.check(job, ctx).status == "ready"
 
-    [archive] = connector.fetch(job, ctx)
+    [archive] = connector.collect(job, ctx)
     assert (archive.name, archive.content_type) == ("bloomreach-export-one.json", "application/json")
     data = read(archive)
     assert archive.length == len(data)
@@ -90,17 +90,17 @@ def test_unknown_customer_means_no_data_held(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
     subject = Subject(customer_ids={"registered": "crm-does-not-exist"})
     ctx = ctx_for(subject)
-    job = connector.start(Action.EXPORT, subject, ctx)
-    assert connector.fetch(job, ctx) == []
+    job = connector.submit(Action.EXPORT, subject, ctx)
+    assert connector.collect(job, ctx) == []
     assert [c.status for c in sim.calls_to(r"/export-one$")] == [404]
 
 
 def test_unknown_project_is_a_vendor_error_not_no_data(sim, vendor_http):
     connector = connector_for(sim, vendor_http, project_token="someone-elses-project")
     ctx = ctx_for(SAMPLE_SUBJECT)
-    job = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
+    job = connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx)
     with pytest.raises(VendorError) as err:
-        connector.fetch(job, ctx)
+        connector.collect(job, ctx)
     assert err.value.status_code == 404
     assert str(err.value) == "bloomreach: export-one answered HTTP 404"  # the call's name, never its path
     assert "Project not found" in err.value.detail  # the vendor's words, kept privately
@@ -111,33 +111,33 @@ def test_export_one_http_200_with_success_false_is_a_vendor_error(sim, vendor_ht
     sim.fail_next("export-one", errors=["Export of customer data is temporarily disabled"])
     connector = connector_for(sim, vendor_http)
     ctx = ctx_for(SAMPLE_SUBJECT)
-    job = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
+    job = connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx)
     with pytest.raises(VendorError) as err:
-        connector.fetch(job, ctx)
+        connector.collect(job, ctx)
     # The vendor's words are kept privately (detail), never in the message.
     assert str(err.value) == "bloomreach: export-one answered HTTP 200 with success false"
     assert err.value.detail == "Export of customer data is temporarily disabled"
     assert err.value.status_code == 200
     # the next call is answered normally
-    assert json.loads(read(connector.fetch(job, ctx)[0]))["success"] is True
+    assert json.loads(read(connector.collect(job, ctx)[0]))["success"] is True
 
 
 def test_export_one_cut_off_is_an_archive_transfer_error(vendor_http):
     with BloomreachSimulator(faults=Faults(cut_download_after=100)) as sim:
         connector = connector_for(sim, vendor_http)
         ctx = ctx_for(SAMPLE_SUBJECT)
-        job = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
+        job = connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx)
         with pytest.raises(ArchiveTransferError, match=r"export-one answer broke off after \d+ bytes \(\w+\); nothing"):
-            connector.fetch(job, ctx)
+            connector.collect(job, ctx)
         # the workflow retries; the second answer is whole
-        assert json.loads(read(connector.fetch(job, ctx)[0]))["ids"]["registered"] == SAMPLE.registered
+        assert json.loads(read(connector.collect(job, ctx)[0]))["ids"]["registered"] == SAMPLE.registered
 
 
 def test_export_one_larger_than_the_memory_spool_arrives_whole(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
     connector.spool_memory_bytes = 64  # force the spool onto disk
     ctx = ctx_for(SAMPLE_SUBJECT)
-    [archive] = connector.fetch(connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx), ctx)
+    [archive] = connector.collect(connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx), ctx)
     with archive:
         chunks = list(archive.chunks)
     assert json.loads(b"".join(chunks))["properties"]["email"] == SAMPLE.email
@@ -147,7 +147,7 @@ def test_429_is_retried_honouring_retry_after(sim, vendor_http, sleeps):
     sim.faults.rate_limit, sim.faults.retry_after = 2, 3
     connector = connector_for(sim, vendor_http)
     ctx = ctx_for(SAMPLE_SUBJECT)
-    [archive] = connector.fetch(connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx), ctx)
+    [archive] = connector.collect(connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx), ctx)
     assert json.loads(read(archive))["success"] is True
     assert sleeps.delays == [3.0, 3.0]
     assert [c.status for c in sim.calls] == [429, 429, 200]
@@ -160,7 +160,7 @@ def test_unknown_key_id_is_an_auth_error_without_credentials_in_it(sim, vendor_h
     connector = connector_for(sim, vendor_http, api_key_id="retired-key-id")
     ctx = ctx_for(SAMPLE_SUBJECT)
     with pytest.raises(VendorAuthError) as err:
-        connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx)
+        connector.submit(Action.ERASE, SAMPLE_SUBJECT, ctx)
     message = str(err.value)
     assert message == "bloomreach: anonymize was refused with HTTP 401; check the vendor credentials"
     assert "Access key not found" in err.value.detail and "Access key not found" not in message
@@ -173,9 +173,9 @@ def test_unknown_key_id_is_an_auth_error_without_credentials_in_it(sim, vendor_h
 def test_wrong_secret_is_an_auth_error_without_the_secret(sim, vendor_http):
     connector = connector_for(sim, vendor_http, api_secret="not-the-secret-4711")
     ctx = ctx_for(SAMPLE_SUBJECT)
-    job = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
+    job = connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx)
     with pytest.raises(VendorAuthError) as err:
-        connector.fetch(job, ctx)
+        connector.collect(job, ctx)
     message = str(err.value)
     assert err.value.status_code == 403
     assert message == "bloomreach: export-one was refused with HTTP 403; check the vendor credentials"
@@ -204,23 +204,23 @@ def test_anonymize_is_accepted_and_a_later_export_shows_it(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
     ctx = ctx_for(SAMPLE_SUBJECT)
 
-    job = connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx)
+    job = connector.submit(Action.ERASE, SAMPLE_SUBJECT, ctx)
     assert job.state == {"accepted": True}
     assert sim.received == [("anonymize", {"customer_ids": {"registered": SAMPLE.registered}})]
     progress = connector.check(job, ctx)
     assert progress.status == "ready"
     assert progress.reason == "anonymization accepted by vendor; Bloomreach offers no completion status"
-    assert connector.fetch(job, ctx) == []
+    assert connector.collect(job, ctx) == []
 
     # External ids are gone, so the old id finds nobody ...
-    export = connector.start(Action.EXPORT, SAMPLE_SUBJECT, ctx)
-    assert connector.fetch(export, ctx) == []
+    export = connector.submit(Action.EXPORT, SAMPLE_SUBJECT, ctx)
+    assert connector.collect(export, ctx) == []
     # ... and under the new cookie Bloomreach assigned, the PII properties are gone while the rest stays.
     [new_cookie] = sim.record_of(SAMPLE)["ids"]["cookie"]
     assert new_cookie != SAMPLE.cookie
     by_cookie = Subject(customer_ids={"cookie": new_cookie})
     cookie_ctx = ctx_for(by_cookie)
-    [archive] = connector.fetch(connector.start(Action.EXPORT, by_cookie, cookie_ctx), cookie_ctx)
+    [archive] = connector.collect(connector.submit(Action.EXPORT, by_cookie, cookie_ctx), cookie_ctx)
     body = json.loads(read(archive))
     assert set(body["ids"]) == {"cookie"}
     assert not {"email", "first_name", "last_name"} & set(body["properties"])
@@ -234,7 +234,7 @@ def test_anonymize_unknown_customer_is_nothing_to_erase(sim, vendor_http):
     connector = connector_for(sim, vendor_http)
     subject = Subject(customer_ids={"registered": "crm-does-not-exist"})
     ctx = ctx_for(subject)
-    job = connector.start(Action.ERASE, subject, ctx)
+    job = connector.submit(Action.ERASE, subject, ctx)
     assert job.state == {"no_customer": True}
     progress = connector.check(job, ctx)
     assert progress.status == "ready" and progress.reason.startswith("no data held")
@@ -244,7 +244,7 @@ def test_anonymize_http_200_with_success_false_is_a_vendor_error(sim, vendor_htt
     sim.fail_next("anonymize", errors=["Anonymization queue is full", "retry later"])
     connector = connector_for(sim, vendor_http)
     with pytest.raises(VendorError) as err:
-        connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
+        connector.submit(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
     assert str(err.value) == "bloomreach: anonymize answered HTTP 200 with success false"
     assert err.value.detail == "Anonymization queue is full; retry later"
     assert sim.record_of(SAMPLE)["anonymized"] is False
@@ -254,7 +254,7 @@ def test_anonymize_without_permission_is_an_auth_error(vendor_http):
     with BloomreachSimulator(permissions={"GDPR > Export customers"}) as sim:
         connector = connector_for(sim, vendor_http)
         with pytest.raises(VendorAuthError, match="^bloomreach: anonymize was refused with HTTP 403") as err:
-            connector.start(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
+            connector.submit(Action.ERASE, SAMPLE_SUBJECT, ctx_for(SAMPLE_SUBJECT))
         assert "GDPR > Anonymize customer" in err.value.detail
 
 
@@ -457,11 +457,11 @@ def test_a_customer_gone_after_an_uncertain_attempt_is_anonymized_not_no_data_he
     # exist". That is the earlier attempt's doing: the erase is done, and Bloomreach did hold data.
     connector = connector_for(sim, vendor_http)
     subject = Subject(customer_ids={"registered": SAMPLE.registered})
-    connector.start(Action.ERASE, subject, ctx_for(subject))  # the attempt whose answer "was lost"
+    connector.submit(Action.ERASE, subject, ctx_for(subject))  # the attempt whose answer "was lost"
     retry = ctx_for(subject).model_copy(update={"after_uncertain_attempt": True})
-    job = connector.start(Action.ERASE, subject, retry)
+    job = connector.submit(Action.ERASE, subject, retry)
     assert job.state == {"accepted_earlier": True}
     assert connector.check(job, retry).reason == ERASE_ACCEPTED_EARLIER
     # Without an uncertain attempt before it, the same answer still means no data held.
     unknown = Subject(customer_ids={"registered": "crm-unknown"})
-    assert connector.start(Action.ERASE, unknown, ctx_for(unknown)).state == {"no_customer": True}
+    assert connector.submit(Action.ERASE, unknown, ctx_for(unknown)).state == {"no_customer": True}

@@ -44,7 +44,7 @@ def check(conn: ElevateConnector, job: Job, sim: ElevateSimulator, key: str | No
 
 
 def download(conn: ElevateConnector, job: Job, sim: ElevateSimulator) -> tuple[str, bytes]:
-    [archive] = conn.fetch(job, ctx_for(sim, None))
+    [archive] = conn.collect(job, ctx_for(sim, None))
     with archive:
         body = b"".join(archive.chunks)
     assert archive.length == len(body)
@@ -60,7 +60,7 @@ def run_to_done(conn, job, sim) -> Progress:
 def test_export_walks_created_waiting_running_done_and_downloads_the_customers_jsonl(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
 
     assert job.vendor == "elevate" and job.job_id == next(iter(sim.jobs))
     assert job.next_check_at == ctx.now + timedelta(days=5)
@@ -114,7 +114,7 @@ def test_visitor_key_of_another_customer_exports_only_that_customer(sim, vendor_
     other = CUSTOMERS[2]
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, other.visitor_key)
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     assert run_to_done(conn, job, sim).status == "ready"
     _, body = download(conn, job, sim)
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
@@ -125,7 +125,7 @@ def test_visitor_key_of_another_customer_exports_only_that_customer(sim, vendor_
 def test_unknown_key_downloads_a_zip_with_only_empty_txt(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, str(uuid.uuid4()))
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     assert run_to_done(conn, job, sim).status == "ready"
     _, body = download(conn, job, sim)
     assert zipfile.ZipFile(io.BytesIO(body)).namelist() == ["empty.txt"]
@@ -136,7 +136,7 @@ def test_removal_job_accepts_both_documented_first_statuses_and_erases(vendor_ht
     with ElevateSimulator(vendor_start=T0, removal_initial_status=initial) as sim:
         conn = connect(sim, vendor_http)
         ctx = ctx_for(sim, SAMPLE.customer_key)
-        job = conn.start(Action.ERASE, ctx.subject, ctx)
+        job = conn.submit(Action.ERASE, ctx.subject, ctx)
         assert sim.calls[0].path == "/api/v2/event-data/create-remove-customer-job"
         first = check(conn, job, sim)
         assert (first.status, first.vendor_status) == ("pending", initial)
@@ -144,11 +144,11 @@ def test_removal_job_accepts_both_documented_first_statuses_and_erases(vendor_ht
         done = run_to_done(conn, job, sim)
         assert (done.status, done.vendor_status) == ("ready", "done")
         assert "removed" in done.reason
-        assert conn.fetch(job, ctx) == []
+        assert conn.collect(job, ctx) == []
         assert [c.path.rsplit("/", 1)[1] for c in sim.calls].count("export-customer-job-result") == 0
 
         # The vendor no longer holds the customer's events: a new export comes back empty.
-        export = conn.start(Action.EXPORT, ctx.subject, ctx_for(sim, SAMPLE.customer_key))
+        export = conn.submit(Action.EXPORT, ctx.subject, ctx_for(sim, SAMPLE.customer_key))
         assert run_to_done(conn, export, sim).status == "ready"
         _, body = download(conn, export, sim)
         assert zipfile.ZipFile(io.BytesIO(body)).namelist() == ["empty.txt"]
@@ -160,7 +160,7 @@ def test_basic_auth_on_a_v1_cluster(vendor_http):
         assert set(creds) == {"base_url", "api_prefix", "username", "password"}
         conn = connect(sim, vendor_http)
         ctx = ctx_for(sim, SAMPLE.customer_key)
-        job = conn.start(Action.EXPORT, ctx.subject, ctx)
+        job = conn.submit(Action.EXPORT, ctx.subject, ctx)
         assert run_to_done(conn, job, sim).status == "ready"
         _, body = download(conn, job, sim)
         assert "recent_views.jsonl" in zipfile.ZipFile(io.BytesIO(body)).namelist()
@@ -171,7 +171,7 @@ def test_basic_auth_on_a_v1_cluster(vendor_http):
             "elevate", {"base_url": sim.base_url, "api_prefix": "/api/v1", "api_key": "sim-elevate-key"}
         )
         with pytest.raises(VendorAuthError):
-            keyed.start(Action.EXPORT, ctx.subject, ctx)
+            keyed.submit(Action.EXPORT, ctx.subject, ctx)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_wrong_credentials_fail_at_once_without_quoting_them(vendor_http, sim_op
         conn = connect(sim, vendor_http, **bad)
         ctx = ctx_for(sim, SAMPLE.customer_key)
         with pytest.raises(VendorAuthError) as err:
-            conn.start(Action.EXPORT, ctx.subject, ctx)
+            conn.submit(Action.EXPORT, ctx.subject, ctx)
     message = str(err.value)
     assert message == "elevate: create-export-customer-job was refused with HTTP 403; check the vendor credentials"
     # The vendor's own explanation is kept privately, never in the message.
@@ -201,7 +201,7 @@ def test_invalid_customer_key_is_a_400_with_the_vendor_message_kept_privately_ne
     key = "crm-1001-not-a-uuid"
     ctx = ctx_for(sim, key)
     with pytest.raises(VendorError) as err:
-        conn.start(Action.EXPORT, ctx.subject, ctx)
+        conn.submit(Action.EXPORT, ctx.subject, ctx)
     assert err.value.status_code == 400
     assert str(err.value) == "elevate: create-export-customer-job answered HTTP 400"
     # The vendor's words go to detail, and even there the echoed key is masked.
@@ -236,7 +236,7 @@ def test_not_found_and_error_statuses_fail_with_the_job_named(sim, vendor_http):
     assert (gone.status, gone.vendor_status) == ("failed", "not_found")
     assert gone.reason.startswith("elevate: job ca24f00d… reports 'not_found'")
 
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     sim.clock.advance(timedelta(days=2))
     sim.fail_job(job.job_id)
     failed = check(conn, job, sim)
@@ -247,7 +247,7 @@ def test_not_found_and_error_statuses_fail_with_the_job_named(sim, vendor_http):
 def test_an_undocumented_status_fails_and_is_kept_privately_not_quoted(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
-    job = conn.start(Action.ERASE, ctx.subject, ctx)
+    job = conn.submit(Action.ERASE, ctx.subject, ctx)
     sim.force_status(job.job_id, "paused_by_operator")
     later = ctx_for(sim, SAMPLE.customer_key)
     progress = conn.check(job, later)
@@ -260,11 +260,11 @@ def test_an_undocumented_status_fails_and_is_kept_privately_not_quoted(sim, vend
 def test_second_download_says_the_archive_is_gone_and_must_be_requested_again(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     run_to_done(conn, job, sim)
     download(conn, job, sim)
     with pytest.raises(VendorError) as err:
-        conn.fetch(job, ctx)
+        conn.collect(job, ctx)
     message = str(err.value)
     assert message.startswith(f"elevate: the export of job {job.job_id[:8]}… was already downloaded or removed")
     assert "request the export again" in message
@@ -276,11 +276,11 @@ def test_cut_off_download_is_a_transfer_error_and_the_next_download_is_whole(ven
     with ElevateSimulator(vendor_start=T0, chunk_size=64) as sim:
         conn = connect(sim, vendor_http)
         ctx = ctx_for(sim, SAMPLE.customer_key)
-        job = conn.start(Action.EXPORT, ctx.subject, ctx)
+        job = conn.submit(Action.EXPORT, ctx.subject, ctx)
         run_to_done(conn, job, sim)
         sim.faults.cut_download_after = 300
 
-        [archive] = conn.fetch(job, ctx)
+        [archive] = conn.collect(job, ctx)
         received = bytearray()
         with archive, pytest.raises(ArchiveTransferError) as err:
             for chunk in archive.chunks:
@@ -298,7 +298,7 @@ def test_cut_off_download_is_a_transfer_error_and_the_next_download_is_whole(ven
 def test_rate_limit_is_retried_after_the_vendors_retry_after(sim, vendor_http, sleeps):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     sim.faults.rate_limit, sim.faults.retry_after, sim.faults.path_pattern = 2, 3, r"/job-status$"
     progress = check(conn, job, sim)
     assert (progress.status, progress.vendor_status) == ("pending", "created")
@@ -309,13 +309,14 @@ def test_rate_limit_is_retried_after_the_vendors_retry_after(sim, vendor_http, s
 def test_a_job_still_running_past_its_deadline_fails_but_a_done_one_is_collected(sim, vendor_http):
     conn = connect(sim, vendor_http)
     ctx = ctx_for(sim, SAMPLE.customer_key)
-    job = conn.start(Action.EXPORT, ctx.subject, ctx)
+    job = conn.submit(Action.EXPORT, ctx.subject, ctx)
     sim.clock.advance(timedelta(days=1))
     late = JobContext(request_id="req-1", subject=ctx.subject, now=job.deadline_at + timedelta(seconds=1))
     job.checks = 7
     progress = conn.check(job, late)
     assert (progress.status, progress.vendor_status) == ("failed", "running")
     assert "DeadlineExceeded" in progress.reason and job.job_id[:8] in progress.reason
+    assert progress.error == "DeadlineExceeded"
 
     sim.clock.advance(timedelta(days=5))
     assert conn.check(job, late).status == "ready"

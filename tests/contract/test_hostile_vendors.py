@@ -183,19 +183,19 @@ def elevate_ctx(sim: ElevateSimulator, **kw) -> JobContext:
 
 def elevate_done_job(sim: ElevateSimulator, conn) -> Job:
     ctx = elevate_ctx(sim)
-    job = conn.start(Action.EXPORT, SUBJECT, ctx)
+    job = conn.submit(Action.EXPORT, SUBJECT, ctx)
     sim.clock.advance(timedelta(days=6))
     assert conn.check(job, elevate_ctx(sim)).status == "ready"
     return job
 
 
 @pytest.mark.parametrize("form", ECHO_FORMS)
-def test_elevate_echo_on_start_stays_out_of_the_message(elevate, vendor_http, form):
+def test_elevate_echo_on_submit_stays_out_of_the_message(elevate, vendor_http, form):
     conn = elevate_connector(elevate, vendor_http)
     reject_with(elevate, form, SAMPLE.customer_key, r"/create-export-customer-job$")
     ctx = elevate_ctx(elevate)
     with pytest.raises(VendorError) as err:
-        conn.start(Action.EXPORT, SUBJECT, ctx)
+        conn.submit(Action.EXPORT, SUBJECT, ctx)
     assert err.value.status_code == 400
     assert_error_clean(err.value)
     assert "Invalid identifier" not in str(err.value) and "Bad Request" not in str(err.value)
@@ -206,7 +206,7 @@ def test_elevate_echo_on_start_stays_out_of_the_message(elevate, vendor_http, fo
 @pytest.mark.parametrize("form", ECHO_FORMS)
 def test_elevate_echo_on_check_stays_out_of_the_message(elevate, vendor_http, form):
     conn = elevate_connector(elevate, vendor_http)
-    job = conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
+    job = conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
     reject_with(elevate, form, SAMPLE.customer_key, r"/job-status$")
     with pytest.raises(VendorError) as err:
         conn.check(job, elevate_ctx(elevate))
@@ -216,16 +216,16 @@ def test_elevate_echo_on_check_stays_out_of_the_message(elevate, vendor_http, fo
 
 
 @pytest.mark.parametrize("form", ECHO_FORMS)
-def test_elevate_echo_on_fetch_stays_out_of_the_message(elevate, vendor_http, form):
+def test_elevate_echo_on_collect_stays_out_of_the_message(elevate, vendor_http, form):
     conn = elevate_connector(elevate, vendor_http)
     job = elevate_done_job(elevate, conn)
     reject_with(elevate, form, SAMPLE.customer_key, r"/export-customer-job-result$")
     with pytest.raises(VendorError) as err:
-        conn.fetch(job, elevate_ctx(elevate))
+        conn.collect(job, elevate_ctx(elevate))
     assert_error_clean(err.value)
     assert err.value.detail
     # Nothing was downloaded: the single-shot archive is still there, and its name holds only the jid.
-    [archive] = conn.fetch(job, elevate_ctx(elevate))
+    [archive] = conn.collect(job, elevate_ctx(elevate))
     assert read(archive)[:2] == b"PK"
     assert_clean(*records(job, archives=[archive]))
 
@@ -242,8 +242,8 @@ def test_elevate_echo_on_fetch_stays_out_of_the_message(elevate, vendor_http, fo
 )
 def test_elevate_subject_inside_a_status_word_is_kept_privately(elevate, vendor_http, word):
     conn = elevate_connector(elevate, vendor_http)
-    start_ctx = elevate_ctx(elevate)
-    job = conn.start(Action.ERASE, SUBJECT, start_ctx)
+    submit_ctx = elevate_ctx(elevate)
+    job = conn.submit(Action.ERASE, SUBJECT, submit_ctx)
     elevate.force_status(job.job_id, word)
     ctx = elevate_ctx(elevate)
     progress = conn.check(job, ctx)
@@ -258,14 +258,14 @@ def test_elevate_subject_inside_the_create_answers_status_is_kept_privately(elev
     word = f"created for {SAMPLE.customer_key}"
     rewrite_once(elevate, r"/create-export-customer-job$", json_answer(lambda b: {**b, "status": word}))
     ctx = elevate_ctx(elevate)
-    job = conn.start(Action.EXPORT, SUBJECT, ctx)
+    job = conn.submit(Action.EXPORT, SUBJECT, ctx)
     assert_clean(*records(job))
     assert ctx.vendor_said == [("job-status", word)]
 
 
 def test_elevate_a_300_kb_status_word_is_undocumented_and_kept_capped(elevate, vendor_http):
     conn = elevate_connector(elevate, vendor_http)
-    job = conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
+    job = conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
     elevate.force_status(job.job_id, "w" * HUGE)
     ctx = elevate_ctx(elevate)
     progress = conn.check(job, ctx)
@@ -284,7 +284,7 @@ def test_elevate_a_jid_outside_the_format_or_holding_the_subject_never_enters_a_
     conn = elevate_connector(elevate, vendor_http)
     rewrite_once(elevate, r"/create-export-customer-job$", json_answer(lambda b: {**b, "jid": jid}))
     with pytest.raises(VendorError, match="answered a job id that is not in Elevate's documented format") as err:
-        conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
+        conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
     assert_error_clean(err.value)
     assert "jjjj" not in str(err.value) and "passwd" not in str(err.value)
     assert err.value.detail is not None and len(err.value.detail) <= DETAIL_LIMIT
@@ -294,11 +294,11 @@ def test_elevate_a_jid_outside_the_format_or_holding_the_subject_never_enters_a_
 @pytest.mark.parametrize("path", [r"/create-export-customer-job$", r"/job-status$"])
 def test_elevate_a_redirect_is_never_followed(elevate, vendor_http, other_host, path):
     conn = elevate_connector(elevate, vendor_http)
-    job = conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate)) if "status" in path else None
+    job = conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate)) if "status" in path else None
     elevate.faults.redirect_to, elevate.faults.path_pattern = other_host.base_url, path
     with pytest.raises(VendorError) as err:
         if job is None:
-            conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
+            conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate))
         else:
             conn.check(job, elevate_ctx(elevate))
     assert "redirect" in str(err.value) and "HTTP 307" in str(err.value)
@@ -311,9 +311,9 @@ def test_elevate_html_instead_of_the_zip_is_invalid_and_the_job_survives(elevate
     job = elevate_done_job(elevate, conn)
     elevate.faults.html_instead = 1
     with pytest.raises(ArchiveInvalid, match="answered an HTML page instead of a zip") as err:
-        conn.fetch(job, elevate_ctx(elevate))
+        conn.collect(job, elevate_ctx(elevate))
     assert "text/html" not in str(err.value) and "text/html" in err.value.detail
-    [archive] = conn.fetch(job, elevate_ctx(elevate))
+    [archive] = conn.collect(job, elevate_ctx(elevate))
     assert archive.kind == "zip" and read(archive)[:2] == b"PK"
 
 
@@ -326,7 +326,7 @@ def test_elevate_a_content_type_or_status_document_echoing_the_subject_is_kept_p
 
     rewrite_once(elevate, r"/export-customer-job-result$", odd_type)
     with pytest.raises(ArchiveInvalid) as err:
-        conn.fetch(job, elevate_ctx(elevate))
+        conn.collect(job, elevate_ctx(elevate))
     assert_error_clean(err.value)
     assert SAMPLE.customer_key in err.value.detail
 
@@ -335,7 +335,7 @@ def test_elevate_a_content_type_or_status_document_echoing_the_subject_is_kept_p
         elevate, r"/export-customer-job-result$", lambda req, resp: Response.json({"jid": "x", "status": word})
     )
     with pytest.raises(VendorError, match=rf"status document \({UNDOCUMENTED}\) instead of a zip") as err2:
-        conn.fetch(job, elevate_ctx(elevate))
+        conn.collect(job, elevate_ctx(elevate))
     assert_error_clean(err2.value)
     assert word in err2.value.detail
 
@@ -366,10 +366,10 @@ def test_elevate_removal_is_refused_before_sending_in_a_dry_run(elevate, vendor_
     conn = elevate_connector(elevate, vendor_http)
     conn.http.dry_run = True
     with pytest.raises(DryRunViolation):
-        conn.start(Action.ERASE, SUBJECT, elevate_ctx(elevate, dry_run=True))
+        conn.submit(Action.ERASE, SUBJECT, elevate_ctx(elevate, dry_run=True))
     assert elevate.calls == [] and elevate.destructive_calls() == []
     # The export is not destructive: it still runs in a dry run.
-    assert conn.start(Action.EXPORT, SUBJECT, elevate_ctx(elevate, dry_run=True)).job_id is not None
+    assert conn.submit(Action.EXPORT, SUBJECT, elevate_ctx(elevate, dry_run=True)).job_id is not None
 
 
 # === Bloomreach =========================================================================================
@@ -394,7 +394,7 @@ def test_bloomreach_echo_on_anonymize_stays_out_of_the_message(bloomreach, vendo
     conn = bloomreach_connector(bloomreach, vendor_http)
     reject_with(bloomreach, form, SAMPLE.registered, r"/anonymize$")
     with pytest.raises(VendorError) as err:
-        conn.start(Action.ERASE, SUBJECT, bloomreach_ctx())
+        conn.submit(Action.ERASE, SUBJECT, bloomreach_ctx())
     assert_error_clean(err.value)
     assert err.value.detail
     assert bloomreach.record_of(SAMPLE)["anonymized"] is False
@@ -404,11 +404,11 @@ def test_bloomreach_echo_on_anonymize_stays_out_of_the_message(bloomreach, vendo
 def test_bloomreach_echo_on_export_one_stays_out_of_the_message(bloomreach, vendor_http, form):
     conn = bloomreach_connector(bloomreach, vendor_http)
     ctx = bloomreach_ctx()
-    job = conn.start(Action.EXPORT, SUBJECT, ctx)
+    job = conn.submit(Action.EXPORT, SUBJECT, ctx)
     progress = conn.check(job, ctx)  # Bloomreach's check makes no call: nothing to echo
     reject_with(bloomreach, form, SAMPLE.cookie, r"/export-one$")
     with pytest.raises(VendorError) as err:
-        conn.fetch(job, ctx)
+        conn.collect(job, ctx)
     assert_error_clean(err.value)
     assert err.value.detail
     assert_clean(*records(job, progress))
@@ -422,9 +422,9 @@ def test_bloomreach_success_false_echoing_the_subject_is_kept_privately(bloomrea
     ctx = bloomreach_ctx()
     with pytest.raises(VendorError) as err:
         if suffix == "anonymize":
-            conn.start(Action.ERASE, SUBJECT, ctx)
+            conn.submit(Action.ERASE, SUBJECT, ctx)
         else:
-            conn.fetch(conn.start(Action.EXPORT, SUBJECT, ctx), ctx)
+            conn.collect(conn.submit(Action.EXPORT, SUBJECT, ctx), ctx)
     assert str(err.value) == f"bloomreach: {suffix} answered HTTP 200 with success false"
     assert SAMPLE.registered in err.value.detail and "is locked" in err.value.detail
 
@@ -432,11 +432,11 @@ def test_bloomreach_success_false_echoing_the_subject_is_kept_privately(bloomrea
 def test_bloomreach_html_instead_of_the_json_export_is_invalid(bloomreach, vendor_http):
     conn = bloomreach_connector(bloomreach, vendor_http)
     ctx = bloomreach_ctx()
-    job = conn.start(Action.EXPORT, SUBJECT, ctx)
+    job = conn.submit(Action.EXPORT, SUBJECT, ctx)
     bloomreach.faults.html_instead = 1
     with pytest.raises(ArchiveInvalid, match="not a JSON object"):
-        conn.fetch(job, ctx)
-    [archive] = conn.fetch(job, ctx)
+        conn.collect(job, ctx)
+    [archive] = conn.collect(job, ctx)
     assert archive.kind == "json" and json.loads(read(archive))["success"] is True
     assert_clean(archive.name)
 
@@ -448,9 +448,9 @@ def test_bloomreach_a_redirect_is_never_followed(bloomreach, vendor_http, other_
     ctx = bloomreach_ctx()
     with pytest.raises(VendorError) as err:
         if suffix == "anonymize":
-            conn.start(Action.ERASE, SUBJECT, ctx)
+            conn.submit(Action.ERASE, SUBJECT, ctx)
         else:
-            conn.fetch(conn.start(Action.EXPORT, SUBJECT, ctx), ctx)
+            conn.collect(conn.submit(Action.EXPORT, SUBJECT, ctx), ctx)
     assert_error_clean(err.value)
     assert other_host.calls == []  # neither the credentials nor the customer ids went there
     assert bloomreach.record_of(SAMPLE)["anonymized"] is False
@@ -493,7 +493,7 @@ def test_bloomreach_anonymize_is_refused_before_sending_in_a_dry_run(bloomreach,
     conn = bloomreach_connector(bloomreach, vendor_http)
     conn.http.dry_run = True
     with pytest.raises(DryRunViolation):
-        conn.start(Action.ERASE, SUBJECT, bloomreach_ctx(dry_run=True))
+        conn.submit(Action.ERASE, SUBJECT, bloomreach_ctx(dry_run=True))
     assert bloomreach.calls == [] and bloomreach.destructive_calls() == []
     assert bloomreach.record_of(SAMPLE)["anonymized"] is False
 
@@ -518,17 +518,17 @@ def qualifio_ctx(subject: Subject = SUBJECT, **kw) -> JobContext:
 
 
 def qualifio_finished_job(sim: QualifioSimulator, conn) -> Job:
-    job = conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+    job = conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
     sim.clock.advance(PROCESSING)
     return job
 
 
 @pytest.mark.parametrize("form", ECHO_FORMS)
-def test_qualifio_echo_on_start_stays_out_of_the_message(qualifio, vendor_http, form):
+def test_qualifio_echo_on_submit_stays_out_of_the_message(qualifio, vendor_http, form):
     conn = qualifio_connector(qualifio, vendor_http)
     reject_with(qualifio, form, SAMPLE.email, r"/v1/gdpr/profiles$")
     with pytest.raises(VendorError) as err:
-        conn.start(Action.ERASE, SUBJECT, qualifio_ctx())
+        conn.submit(Action.ERASE, SUBJECT, qualifio_ctx())
     assert_error_clean(err.value)
     assert err.value.detail
     assert qualifio.rules == {}
@@ -539,7 +539,7 @@ def test_qualifio_echo_on_rule_creation_stays_out_of_the_message(qualifio, vendo
     conn = qualifio_connector(qualifio, vendor_http)
     reject_with(qualifio, form, SAMPLE.email, r"/rules/exportData$")
     with pytest.raises(VendorError) as err:
-        conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+        conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
     assert_error_clean(err.value)
     assert err.value.detail
     assert qualifio.rules == {}
@@ -548,7 +548,7 @@ def test_qualifio_echo_on_rule_creation_stays_out_of_the_message(qualifio, vendo
 @pytest.mark.parametrize("form", ECHO_FORMS)
 def test_qualifio_echo_on_check_stays_out_of_the_message(qualifio, vendor_http, form):
     conn = qualifio_connector(qualifio, vendor_http)
-    job = conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+    job = conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
     reject_with(qualifio, form, SAMPLE.email, r"/rules/[0-9a-f]+$")
     with pytest.raises(VendorError) as err:
         conn.check(job, qualifio_ctx())
@@ -559,15 +559,15 @@ def test_qualifio_echo_on_check_stays_out_of_the_message(qualifio, vendor_http, 
 
 @pytest.mark.parametrize("form", ECHO_FORMS)
 @pytest.mark.parametrize("path", [r"/archive/[0-9a-f]+$", r"^/archives/"], ids=["location", "download"])
-def test_qualifio_echo_on_fetch_stays_out_of_the_message(qualifio, vendor_http, form, path):
+def test_qualifio_echo_on_collect_stays_out_of_the_message(qualifio, vendor_http, form, path):
     conn = qualifio_connector(qualifio, vendor_http)
     job = qualifio_finished_job(qualifio, conn)
     reject_with(qualifio, form, SAMPLE.email, path)
     with pytest.raises(VendorError) as err:
-        conn.fetch(job, qualifio_ctx())
+        conn.collect(job, qualifio_ctx())
     assert_error_clean(err.value)
     assert err.value.detail
-    [archive] = conn.fetch(job, qualifio_ctx())
+    [archive] = conn.collect(job, qualifio_ctx())
     assert read(archive)[:2] == b"PK"
     assert_clean(*records(job, archives=[archive]))
 
@@ -584,7 +584,7 @@ def test_qualifio_echo_on_fetch_stays_out_of_the_message(qualifio, vendor_http, 
 )
 def test_qualifio_an_undocumented_status_word_is_kept_privately(qualifio, vendor_http, word):
     conn = qualifio_connector(qualifio, vendor_http, auto_validate=False)
-    job = conn.start(Action.ERASE, SUBJECT, qualifio_ctx())
+    job = conn.submit(Action.ERASE, SUBJECT, qualifio_ctx())
     qualifio.deny(job.job_id, word)
     ctx = qualifio_ctx()
     progress = conn.check(job, ctx)
@@ -605,7 +605,7 @@ def test_qualifio_a_rule_id_outside_the_format_never_enters_a_job(qualifio, vend
     conn = qualifio_connector(qualifio, vendor_http)
     rewrite_once(qualifio, r"/rules/exportData$", json_answer(lambda b: {**b, "_id": rule_id}))
     with pytest.raises(VendorError, match="answered a rule id that is not in Qualifio's documented format") as err:
-        conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+        conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
     assert_error_clean(err.value)
     assert "ffff" not in str(err.value)
     assert err.value.detail is not None and len(err.value.detail) <= DETAIL_LIMIT
@@ -625,7 +625,7 @@ def test_qualifio_an_archive_id_outside_the_format_is_kept_privately(qualifio, v
 
 def test_qualifio_a_shape_complaint_names_the_field_only(qualifio, vendor_http):
     conn = qualifio_connector(qualifio, vendor_http)
-    job = conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+    job = conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
     rewrite_once(qualifio, r"/rules/[0-9a-f]+$", json_answer(lambda b: {**b, "ruleStatus": {"status": [SAMPLE.email]}}))
     with pytest.raises(VendorError) as err:
         conn.check(job, qualifio_ctx())
@@ -640,9 +640,9 @@ def test_qualifio_a_redirect_is_never_followed(qualifio, vendor_http, other_host
     qualifio.faults.redirect_to, qualifio.faults.path_pattern = other_host.base_url, path
     with pytest.raises(VendorError) as err:
         if job is None:
-            conn.start(Action.EXPORT, SUBJECT, qualifio_ctx())
+            conn.submit(Action.EXPORT, SUBJECT, qualifio_ctx())
         elif "archive" in path:
-            conn.fetch(job, qualifio_ctx())
+            conn.collect(job, qualifio_ctx())
         else:
             conn.check(job, qualifio_ctx())
     assert_error_clean(err.value)
@@ -659,7 +659,7 @@ def test_qualifio_a_download_link_that_is_not_http_is_refused_before_any_connect
     job = qualifio_finished_job(qualifio, conn)
     qualifio.archive_url = link
     with pytest.raises(VendorError, match="^qualifio: archive download link") as err:
-        conn.fetch(job, qualifio_ctx())
+        conn.collect(job, qualifio_ctx())
     assert "passwd" not in str(err.value) and "127.0.0.1" not in str(err.value)
     assert qualifio.calls_to(r"^/archives/") == []
 
@@ -671,7 +671,7 @@ def test_qualifio_a_download_redirected_elsewhere_never_carries_the_token(qualif
     job = qualifio_finished_job(qualifio, conn)
     qualifio.faults.redirect_to, qualifio.faults.path_pattern = other_host.base_url, r"^/archives/"
     with pytest.raises(ArchiveInvalid, match="answered a JSON document instead of a zip"):
-        conn.fetch(job, qualifio_ctx())
+        conn.collect(job, qualifio_ctx())
     assert len(other_host.headers) == 1 and "x-api-token" not in other_host.headers[0]
     assert qualifio.api_token not in json.dumps(other_host.headers)
 
@@ -681,9 +681,9 @@ def test_qualifio_html_instead_of_the_zip_is_invalid(qualifio, vendor_http):
     job = qualifio_finished_job(qualifio, conn)
     qualifio.faults.html_instead = 1
     with pytest.raises(ArchiveInvalid, match="answered an HTML page instead of a zip; nothing was stored") as err:
-        conn.fetch(job, qualifio_ctx())
+        conn.collect(job, qualifio_ctx())
     assert "text/html" not in str(err.value) and "text/html" in err.value.detail
-    [archive] = conn.fetch(job, qualifio_ctx())
+    [archive] = conn.collect(job, qualifio_ctx())
     assert archive.kind == "zip" and archive.content_type == "application/zip" and read(archive)[:2] == b"PK"
 
 
@@ -706,9 +706,9 @@ def test_qualifio_a_real_erasure_rule_is_refused_before_sending_but_a_test_rule_
     conn = qualifio_connector(qualifio, vendor_http)
     conn.http.dry_run = True
     with pytest.raises(DryRunViolation):
-        conn.start(Action.ERASE, SUBJECT, qualifio_ctx())  # a request context without dry_run: a real rule
+        conn.submit(Action.ERASE, SUBJECT, qualifio_ctx())  # a request context without dry_run: a real rule
     assert qualifio.destructive_calls() == [] and qualifio.rules == {}
 
-    job = conn.start(Action.ERASE, SUBJECT, qualifio_ctx(dry_run=True))  # the native dry run: test: true
+    job = conn.submit(Action.ERASE, SUBJECT, qualifio_ctx(dry_run=True))  # the native dry run: test: true
     assert qualifio.rule(job.job_id)["body"]["test"] is True
     assert qualifio.destructive_calls() == [] and qualifio.jobs_created("forgottenRight") == 1

@@ -76,7 +76,7 @@ def test_export_with_auto_validation_puts_both_profiles_in_one_rule_and_streams_
     ids = sample_ids(sim)
     assert len(ids) == 2
 
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
 
     assert job.vendor == "qualifio" and job.action is Action.EXPORT
     assert job.state == {"profiles": 2, "validated": True}
@@ -98,7 +98,7 @@ def test_export_with_auto_validation_puts_both_profiles_in_one_rule_and_streams_
     job, progress = check(connector, job, NOW + PROCESSING)
     assert (progress.status, progress.vendor_status) == ("ready", "FINISHED")
 
-    archives = connector.fetch(job, ctx())
+    archives = connector.collect(job, ctx())
     assert len(archives) == 1
     archive = archives[0]
     assert archive.content_type == "application/zip"
@@ -116,10 +116,10 @@ def test_export_with_auto_validation_puts_both_profiles_in_one_rule_and_streams_
 
 def test_every_api_call_carries_the_client_id_and_the_token_never_leaves_in_a_query(sim, connect):
     connector = connect()
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     sim.clock.advance(PROCESSING)
     check(connector, job)
-    read_all(connector.fetch(job, ctx())[0])
+    read_all(connector.collect(job, ctx())[0])
 
     api_calls = [c for c in sim.calls if c.path.startswith("/v1/")]
     assert len(api_calls) >= 5
@@ -129,7 +129,7 @@ def test_every_api_call_carries_the_client_id_and_the_token_never_leaves_in_a_qu
 
 def test_no_profile_is_no_data_held_and_creates_no_rule(sim, connect):
     connector = connect()
-    job = connector.start(Action.EXPORT, Subject(email=UNKNOWN_EMAIL), ctx(UNKNOWN_EMAIL))
+    job = connector.submit(Action.EXPORT, Subject(email=UNKNOWN_EMAIL), ctx(UNKNOWN_EMAIL))
 
     assert job.job_id is None
     assert job.state == {"no_profiles": True}
@@ -138,7 +138,7 @@ def test_no_profile_is_no_data_held_and_creates_no_rule(sim, connect):
     job, progress = check(connector, job)
     assert progress.status == "ready"
     assert progress.reason == NO_DATA_REASON
-    assert connector.fetch(job, ctx(UNKNOWN_EMAIL)) == []
+    assert connector.collect(job, ctx(UNKNOWN_EMAIL)) == []
     assert sim.calls_to(r"/rules") == []
     assert [c.path for c in sim.calls] == ["/v1/gdpr/profiles"]
 
@@ -148,7 +148,7 @@ def test_no_profile_is_no_data_held_and_creates_no_rule(sim, connect):
 
 def test_manual_validation_waits_for_a_human_dpo_then_completes(sim, connect):
     connector = connect(auto_validate=False)
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert job.state["validated"] is False
     assert sim.calls_to(r"/validate$") == []
 
@@ -172,13 +172,13 @@ def test_manual_validation_waits_for_a_human_dpo_then_completes(sim, connect):
     sim.clock.advance(PROCESSING)
     job, progress = check(connector, job, later + PROCESSING)
     assert progress.status == "ready"
-    assert len(connector.fetch(job, ctx())) == 1
+    assert len(connector.collect(job, ctx())) == 1
 
 
 def test_validation_failing_transiently_at_submit_is_retried_by_check_without_a_second_rule(sim, connect):
     connector = connect()
     sim.faults.path_pattern, sim.faults.server_errors = r"/validate$", 10
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert job.state["validated"] is False
     assert sim.rule(job.job_id)["ruleStatus"]["status"] == "NEW"
 
@@ -196,7 +196,7 @@ def test_validation_failing_transiently_at_submit_is_retried_by_check_without_a_
 @pytest.mark.parametrize("status", ["REJECTED", "DENIED", "CANCELLED_BY_DPO"])
 def test_denied_or_unknown_status_fails_and_is_kept_privately_not_quoted(sim, connect, status):
     connector = connect(auto_validate=False)
-    job = connector.start(Action.ERASE, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.ERASE, Subject(email=SAMPLE.email), ctx())
     sim.deny(job.job_id, status)
 
     job = job.model_copy(update={"checks": job.checks + 1})
@@ -213,7 +213,7 @@ def test_denied_or_unknown_status_fails_and_is_kept_privately_not_quoted(sim, co
 def test_wrong_dpo_user_is_refused_by_qualifio_and_named_without_its_value(sim, connect):
     connector = connect(dpo_user_id=78)
     with pytest.raises(VendorError) as err:
-        connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+        connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert err.value.status_code == 400
     assert str(err.value) == "qualifio: rule creation answered HTTP 400"
     assert "userId" in err.value.detail and "78" not in str(err.value)
@@ -221,7 +221,7 @@ def test_wrong_dpo_user_is_refused_by_qualifio_and_named_without_its_value(sim, 
 
 
 def test_simulator_refuses_validation_by_someone_who_is_not_the_dpo(sim, connect):
-    job = connect(auto_validate=False).start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connect(auto_validate=False).submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     url = f"{sim.base_url}/v1/gdpr/rules/{job.job_id}/validate"
     headers = {"x-api-token": sim.api_token}
     wrong = requests.put(url, params={"clientId": 4242}, json={"dpo": 78}, headers=headers, timeout=5)
@@ -234,10 +234,10 @@ def test_simulator_refuses_validation_by_someone_who_is_not_the_dpo(sim, connect
 # --- erasure ------------------------------------------------------------------------------------------
 
 
-def test_erasure_rule_deletes_the_profiles_and_has_nothing_to_fetch(sim, connect):
+def test_erasure_rule_deletes_the_profiles_and_has_nothing_to_collect(sim, connect):
     connector = connect()
     others = {c.email: len(sim.profiles_of(c.email)) for c in CUSTOMERS if c != SAMPLE}
-    job = connector.start(Action.ERASE, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.ERASE, Subject(email=SAMPLE.email), ctx())
     assert job.state == {"profiles": 2, "validated": True, "dry_run": False}
     body = sim.rule(job.job_id)["body"]
     assert body["ruleType"] == "GDPR_ForgottenRight" and "test" not in body
@@ -251,18 +251,18 @@ def test_erasure_rule_deletes_the_profiles_and_has_nothing_to_fetch(sim, connect
     job, progress = check(connector, job, NOW + PROCESSING)
     assert (progress.status, progress.vendor_status) == ("ready", "FINISHED")
     assert "deleted" in progress.reason and "dry run" not in progress.reason
-    assert connector.fetch(job, ctx()) == []
+    assert connector.collect(job, ctx()) == []
     assert sim.profiles_of(SAMPLE.email) == []
     assert {e: len(sim.profiles_of(e)) for e in others} == others  # nobody else's profiles
 
     # asked again, the subject is now unknown to Qualifio
-    again = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    again = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert again.state == {"no_profiles": True}
 
 
 def test_erasure_dry_run_sends_test_true_runs_fully_and_deletes_nothing(sim, connect):
     connector = connect()
-    job = connector.start(Action.ERASE, Subject(email=SAMPLE.email), ctx(dry_run=True))
+    job = connector.submit(Action.ERASE, Subject(email=SAMPLE.email), ctx(dry_run=True))
     assert job.state["dry_run"] is True
     assert sim.rule(job.job_id)["body"]["test"] is True
 
@@ -275,7 +275,7 @@ def test_erasure_dry_run_sends_test_true_runs_fully_and_deletes_nothing(sim, con
 
 
 def test_dry_run_does_not_turn_an_export_into_a_test_rule(sim, connect):
-    job = connect().start(Action.EXPORT, Subject(email=SAMPLE.email), ctx(dry_run=True))
+    job = connect().submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx(dry_run=True))
     assert "test" not in sim.rule(job.job_id)["body"]
 
 
@@ -284,7 +284,7 @@ def test_dry_run_does_not_turn_an_export_into_a_test_rule(sim, connect):
 
 def test_justification_from_the_request_and_the_dpo_as_user_id(sim, connect):
     connector = connect()
-    job = connector.start(
+    job = connector.submit(
         Action.EXPORT,
         Subject(email=SAMPLE.email),
         ctx(justification="Ticket DSR-77: access request received by letter"),
@@ -296,7 +296,7 @@ def test_justification_from_the_request_and_the_dpo_as_user_id(sim, connect):
 
 
 def test_default_export_justification_names_the_request_and_article(sim, connect):
-    job = connect().start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connect().submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert sim.rule(job.job_id)["body"]["justification"] == f"GDPR Art. 15/20 access request {REQUEST_ID}"
 
 
@@ -306,7 +306,7 @@ def test_default_export_justification_names_the_request_and_article(sim, connect
 def test_wrong_token_is_an_auth_error_that_does_not_quote_any_token(sim, connect):
     connector = connect(api_token="wrong-token-5f2a9c")
     with pytest.raises(VendorAuthError) as err:
-        connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+        connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     message = str(err.value)
     assert message == "qualifio: profile lookup was refused with HTTP 403; check the vendor credentials"
     assert err.value.detail == "invalid API token"
@@ -316,7 +316,7 @@ def test_wrong_token_is_an_auth_error_that_does_not_quote_any_token(sim, connect
 
 def test_wrong_client_id_is_refused_without_quoting_the_email(sim, connect):
     with pytest.raises(VendorError) as err:
-        connect(client_id=4343).start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+        connect(client_id=4343).submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     assert err.value.status_code == 400
     assert str(err.value) == "qualifio: profile lookup answered HTTP 400"
     assert "clientId" in err.value.detail and SAMPLE.email not in str(err.value)
@@ -328,7 +328,7 @@ def test_429_and_503_are_retried_and_never_create_a_second_rule(sim, connect, sl
     sim.faults.rate_limit, sim.faults.retry_after, sim.faults.server_errors = 1, 3, 1
     sim.faults.path_pattern = r"/rules/exportData$"
 
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
 
     assert [c.status for c in sim.calls_to(r"/rules/exportData$")] == [429, 503, 201]
     assert sleeps.delays[0] == 3.0 and len(sleeps.delays) == 2
@@ -342,12 +342,13 @@ def test_429_and_503_are_retried_and_never_create_a_second_rule(sim, connect, sl
 
 def test_deadline_passed_fails_while_the_rule_is_unfinished(sim, connect):
     connector = connect()
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     late = job.deadline_at + timedelta(seconds=1)
 
     job, progress = check(connector, job, late)
     assert progress.status == "failed"
     assert progress.reason.startswith("DeadlineExceeded:")
+    assert progress.error == "DeadlineExceeded"
     assert job.job_id in progress.reason and progress.vendor_status == "APPROVED"
 
     # a rule that finished in time is still delivered, even if we look late
@@ -358,23 +359,23 @@ def test_deadline_passed_fails_while_the_rule_is_unfinished(sim, connect):
 
 def test_deadline_while_waiting_for_a_dpo_says_so(sim, connect):
     connector = connect(auto_validate=False)
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     job, progress = check(connector, job, job.deadline_at + timedelta(minutes=1))
     assert progress.status == "failed"
     assert "no DPO validated it" in progress.reason
 
 
-def test_a_download_cut_off_mid_stream_is_visible_and_a_second_fetch_succeeds(sim, connect):
+def test_a_download_cut_off_mid_stream_is_visible_and_a_second_collect_succeeds(sim, connect):
     connector = connect()
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
     sim.clock.advance(PROCESSING)
     sim.faults.cut_download_after = 100
 
-    archive = connector.fetch(job, ctx())[0]
+    archive = connector.collect(job, ctx())[0]
     with pytest.raises(ArchiveTransferError, match=rf"^qualifio: download of export rule {job.job_id} broke off"):
         read_all(archive)
 
-    archive = connector.fetch(job, ctx())[0]
+    archive = connector.collect(job, ctx())[0]
     data = read_all(archive)
     assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None
     assert len(sim.archives[sim.rule(job.job_id)["archive"]].downloads) == 2
@@ -415,9 +416,9 @@ def test_api_token_is_never_sent_to_a_download_link_on_another_host(vendor_http)
     with FileHost(payload) as host, ForeignLinkQualifio() as sim:
         sim.link = f"{host.base_url}/signed/archive.zip"
         connector = registry.build("qualifio", sim.credentials(), http=vendor_http("qualifio"))
-        job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
+        job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx())
         sim.clock.advance(PROCESSING)
 
-        assert read_all(connector.fetch(job, ctx())[0]) == payload
+        assert read_all(connector.collect(job, ctx())[0]) == payload
         assert len(host.headers) == 1
         assert "x-api-token" not in host.headers[0]

@@ -156,7 +156,7 @@ def s3_fails_once(arm: Arm, operation: str, key_part: str) -> None:
     """The handlers' S3 client fails `operation` once (InternalError) on the first key containing `key_part`."""
     from botocore.exceptions import ClientError
 
-    from core.runtime import client
+    from handlers.runtime import client
 
     left = arm.counters.setdefault(operation, [1])
 
@@ -344,7 +344,7 @@ def _bloomreach_success_false(arm: Arm) -> None:
 
 
 def _crash(arm: Arm) -> None:
-    crash_once(arm, "fetch")
+    crash_once(arm, "collect")
 
 
 def _crash_check(arm: Arm) -> None:
@@ -597,7 +597,7 @@ FAULTS: list[Fault] = [
         "crash_once",
         "task crashing once",
         {v: Cell("S", arm=_crash, check=_crash_check) for v in VENDORS},
-        doc="the connector's `fetch` raises an unanticipated KeyError once (its text: the subject's email). "
+        doc="the connector's `collect` raises an unanticipated KeyError once (its text: the subject's email). "
         "TaskCrashed, retried once by the workflow: survived, and the email is in no record.",
     ),
     Fault(

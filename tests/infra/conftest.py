@@ -32,6 +32,12 @@ class Synth:
         assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
         return next(iter(found.items()))
 
+    def crm_rule(self) -> tuple[str, dict[str, Any]]:
+        """The CRM's request rule (an event pattern); the deadline watch's schedule rule is the other one."""
+        found = [(k, v) for k, v in self.resources("AWS::Events::Rule").items() if "EventPattern" in v["Properties"]]
+        assert len(found) == 1, f"expected one event-pattern rule, found {[k for k, _ in found]}"
+        return found[0]
+
     def archive_bucket(self) -> tuple[str, dict[str, Any]]:
         """The versioned (archive) bucket; the access-log bucket is not versioned."""
         found = [

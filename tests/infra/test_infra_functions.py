@@ -13,7 +13,7 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-HANDLERS = ("intake", "submit", "check", "collect", "finalize")
+HANDLERS = ("intake", "submit", "check", "collect", "finalize", "approval", "record", "sweep")
 
 
 def architecture_env_table() -> dict[str, set[str]]:
@@ -157,7 +157,7 @@ def _role_of(synth, name: str) -> str:
 
 def test_only_vendor_tasks_read_secrets_and_only_the_vendor_secrets(synth):
     """core/secrets.py calls GetSecretValue (Powertools get_secret) and nothing else, in the functions that build
-    connectors (core/runtime.connector_for: submit, check, collect). intake only lists the enabled vendors."""
+    connectors (handlers/runtime.connector_for: submit, check, collect). intake only lists the enabled vendors."""
     secret_refs = sorted(({"Ref": k} for k in synth.resources("AWS::SecretsManager::Secret")), key=str)
     for name in HANDLERS:
         statements = synth.role_statements(_role_of(synth, name))
@@ -189,7 +189,10 @@ KMS_ACTIONS = {
     "submit": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, outcome.json; submission.json
     "check": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, its vendor secret; vendor-said
     "collect": {"kms:Decrypt", "kms:GenerateDataKey"},  # multipart archives, outcome.json; vendor secret
-    "finalize": {"kms:GenerateDataKey"},  # puts the manifest (both copies, single PutObject); reads nothing
+    "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts the manifest copies; reads the last attempt's
+    "approval": {"kms:Decrypt"},  # reads the export's outcome an erase depends on (never request.json)
+    "record": {"kms:GenerateDataKey"},  # puts a failed or denied action's outcome.json; reads nothing
+    "sweep": set(),  # no object: only the ledger's kms:Decrypt through DynamoDB (test_infra_watch.py)
 }
 
 
@@ -221,12 +224,19 @@ REQUEST = "requests/*/request.json"
 MANIFEST = "requests/*/manifest.json"
 PROOF = "proof/*/manifest.json"
 EXPORT_OUTCOME = "requests/*/*/export/outcome.json"
-SUBMISSION = "requests/*/*/*/submission.json"
+SUBMISSION = "requests/*/*/*/submission*.json"
+OUTCOME = "requests/*/*/*/outcome.json"
+ATTEMPT = "proof/*/attempts/*/manifest.json"
 VENDOR_SAID = "requests/*/*/*/vendor-said/*"
 EXPORT_FOLDER = "requests/*/*/export/*"
 ERASE_FOLDER = "requests/*/*/erase/*"
 S3_OBJECT_ACTIONS = {
-    "intake": {"s3:GetObject": {REQUEST, MANIFEST, PROOF}, "s3:PutObject": {REQUEST}},
+    # POST /requests: request.json; GET: the manifests; retry: the last attempt's manifest; cancel: outcomes and
+    # submission records read, the cancelled manifest's copies written.
+    "intake": {
+        "s3:GetObject": {REQUEST, MANIFEST, PROOF, ATTEMPT, OUTCOME, SUBMISSION},
+        "s3:PutObject": {REQUEST, MANIFEST, PROOF, ATTEMPT},
+    },
     "submit": {"s3:GetObject": {REQUEST, EXPORT_OUTCOME, SUBMISSION}, "s3:PutObject": {SUBMISSION, VENDOR_SAID}},
     "check": {"s3:GetObject": {REQUEST}, "s3:PutObject": {VENDOR_SAID}},
     "collect": {
@@ -234,7 +244,10 @@ S3_OBJECT_ACTIONS = {
         "s3:PutObject": {EXPORT_FOLDER, ERASE_FOLDER},
         "s3:AbortMultipartUpload": {EXPORT_FOLDER, ERASE_FOLDER},
     },
-    "finalize": {"s3:PutObject": {MANIFEST, PROOF}},
+    "finalize": {"s3:GetObject": {MANIFEST, PROOF, ATTEMPT}, "s3:PutObject": {MANIFEST, PROOF, ATTEMPT}},
+    "approval": {"s3:GetObject": {EXPORT_OUTCOME}},
+    "record": {"s3:PutObject": {OUTCOME}},
+    "sweep": {},  # the deadline watch reads the ledger only
 }
 # s3:ListBucket: None = on the bucket without condition (a missing object must answer 404, which the code relies
 # on); a set = only those prefixes (s3:prefix), for a function that lists and reads nothing.
@@ -244,6 +257,8 @@ LIST_BUCKET: dict[str, set[str] | None] = {
     "check": None,
     "collect": None,
     "finalize": {"requests/*/*/*/vendor-said/"},
+    "approval": None,
+    "record": {"requests/*/*/*/vendor-said/"},
 }
 
 
@@ -280,6 +295,9 @@ def _s3_grants(synth, name: str) -> tuple[dict[str, set[str]], list[dict]]:
 def test_s3_access_is_exactly_what_the_handler_does(synth, name):
     granted, lists = _s3_grants(synth, name)
     assert granted == S3_OBJECT_ACTIONS[name]
+    if not S3_OBJECT_ACTIONS[name]:  # no S3 at all, not even ListBucket
+        assert lists == [], name
+        return
     assert len(lists) == 1, f"{name}: expected one ListBucket statement"
     expected = LIST_BUCKET[name]
     if expected is None:
@@ -329,15 +347,16 @@ def test_the_keys_the_code_writes_and_reads_match_the_granted_patterns():
     assert may("submit", "s3:GetObject", outcome_key(rid, vendor, "export"))
     assert not may("submit", "s3:GetObject", archive_key(rid, vendor, "export", "export.zip"))
     assert not may("check", "s3:GetObject", outcome_key(rid, vendor, "export"))
-    assert may("intake", "s3:PutObject", request_key(rid)) and not may("intake", "s3:PutObject", manifest_key(rid))
+    assert may("intake", "s3:PutObject", request_key(rid))
+    assert may("record", "s3:PutObject", outcome_key(rid, vendor, "erase"))
+    assert not may("record", "s3:PutObject", archive_key(rid, vendor, "export", "export.zip"))
     for key in (request_key(rid), manifest_key(rid), proof_key(rid)):
         assert may("intake", "s3:GetObject", key)
     assert not may("intake", "s3:GetObject", archive_key(rid, vendor, "export", "export.zip"))
     for key in (manifest_key(rid), proof_key(rid)):
         assert may("finalize", "s3:PutObject", key)
-    assert not may("finalize", "s3:PutObject", request_key(rid)) and not S3_OBJECT_ACTIONS["finalize"].get(
-        "s3:GetObject"
-    )
+    assert not may("finalize", "s3:PutObject", request_key(rid))
+    assert not may("finalize", "s3:GetObject", request_key(rid))
     (listed,) = LIST_BUCKET["finalize"] or set()
     assert fnmatchcase(vendor_said.prefix(rid, vendor, "export"), listed)
 
@@ -346,15 +365,29 @@ def test_state_machine_access_of_intake(synth):
     sm_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     statements = synth.role_statements(_role_of(synth, "intake"))
     by_action = {a: s["Resource"] for s in statements for a in synth.actions(s) if a.startswith("states:")}
-    assert set(by_action) == {"states:StartExecution", "states:DescribeExecution"}
+    assert set(by_action) == {
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+    }
     assert by_action["states:StartExecution"] == {"Ref": sm_id}
+    assert by_action["states:SendTaskSuccess"] == by_action["states:SendTaskFailure"] == {"Ref": sm_id}
+    assert by_action["states:StopExecution"] == by_action["states:DescribeExecution"]
+    # Only intake answers the approval gate or stops executions.
+    for name in HANDLERS:
+        if name != "intake":
+            actions = {a for s in synth.role_statements(_role_of(synth, name)) for a in synth.actions(s)}
+            assert not {a for a in actions if a.startswith("states:")}, name
     parts = by_action["states:DescribeExecution"]["Fn::Join"][1]
     assert ":execution:" in parts and {"Fn::GetAtt": [sm_id, "Name"]} in parts and parts[-1] == ":*"
 
 
-def test_finalize_puts_events_on_the_configured_bus_only(synth):
-    puts = [s for s in synth.role_statements(_role_of(synth, "finalize")) if "events:PutEvents" in synth.actions(s)]
-    assert len(puts) == 1
-    assert puts[0]["Resource"]["Fn::Join"][1][-1] == ":event-bus/default"
-    for name in ("intake", "submit", "check", "collect"):
+def test_lifecycle_events_go_to_the_configured_bus_only(synth):
+    for name in ("intake", "approval", "finalize"):
+        puts = [s for s in synth.role_statements(_role_of(synth, name)) if "events:PutEvents" in synth.actions(s)]
+        assert len(puts) == 1, name
+        assert puts[0]["Resource"]["Fn::Join"][1][-1] == ":event-bus/default"
+    for name in ("submit", "check", "collect", "record"):
         assert not [s for s in synth.role_statements(_role_of(synth, name)) if "events:PutEvents" in synth.actions(s)]

@@ -6,15 +6,21 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-HANDLERS = ("intake", "submit", "check", "collect", "finalize")
+HANDLERS = ("intake", "submit", "check", "collect", "finalize", "approval", "record")  # sweep: test_infra_watch
 # What each handler's code calls on the table (functions/core/ledger.py), written out here, not imported.
 LEDGER_ACTIONS = {
-    "intake": {"dynamodb:PutItem", "dynamodb:GetItem"},  # received(); GET /requests/{id} reads the item
+    # received(), started(); the operator routes: decisions, retry claims, extensions, cancel (UpdateItem);
+    # GET reads the item; Query: the audit trail and open gates (by pk), the list (indexes): QUERIES below.
+    "intake": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
     "submit": {"dynamodb:PutItem", "dynamodb:UpdateItem"},  # action(): the request item, an audit event
     "check": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
     "collect": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
-    "finalize": {"dynamodb:PutItem", "dynamodb:UpdateItem"},  # finished()
+    "finalize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},  # the deadline; finished()
+    "approval": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},  # the deadline; the gate's token
+    "record": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},  # a denial's gate; action()
 }
+# Where Query may go: the table itself (always by pk) and the two indexes; never Scan.
+QUERIES = {"intake": {"table", "index/open-by-deadline", "index/by-status"}}
 
 
 def _role_of(synth, name: str) -> str:
@@ -74,14 +80,22 @@ def test_functions_know_the_table_and_the_retention(synth):
 def test_dynamodb_access_is_exactly_what_the_handler_does(synth, name):
     table_id, _ = synth.one("AWS::DynamoDB::Table")
     granted: set[str] = set()
+    queried: set[str] = set()
+    table = {"Fn::GetAtt": [table_id, "Arn"]}
     for statement in synth.role_statements(_role_of(synth, name)):
         actions = [a for a in synth.actions(statement) if a.startswith("dynamodb:")]
         if not actions:
             continue
-        assert statement["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}, f"{name}: DynamoDB beyond the ledger"
-        assert "Condition" not in statement
+        assert "Condition" not in statement and "dynamodb:Scan" not in actions
+        if actions == ["dynamodb:Query"]:
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for r in resources:
+                queried.add("table" if r == table else r["Fn::Join"][1][-1].lstrip("/"))
+        else:
+            assert statement["Resource"] == table, f"{name}: DynamoDB beyond the ledger"
         granted.update(actions)
     assert granted == LEDGER_ACTIONS[name]
+    assert queried == QUERIES.get(name, set())
 
 
 @pytest.mark.parametrize("name", HANDLERS)

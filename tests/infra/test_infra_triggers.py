@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.slow
+
+
+def _routes(synth) -> dict[tuple[str, str], dict]:
+    """{(METHOD, /full/path): method properties}, the paths rebuilt from each resource's parent chain."""
+    resources = synth.resources("AWS::ApiGateway::Resource")
+
+    def path(ref: dict) -> str:
+        if "Ref" not in ref:  # Fn::GetAtt [api, RootResourceId]
+            return ""
+        props = resources[ref["Ref"]]["Properties"]
+        return f"{path(props['ParentId'])}/{props['PathPart']}"
+
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in synth.resources("AWS::ApiGateway::Method").values()
+    }
+
+
+def _document_operations() -> dict[tuple[str, str], dict]:
+    from infra.triggers import api_document
+
+    return {
+        (verb.upper(), path): operation
+        for path, operations in api_document()["paths"].items()
+        for verb, operation in operations.items()
+    }
+
+
+# Every route of issue 9: the document must hold them all (tests/unit/test_openapi.py checks the same of the code).
+ROUTES = {
+    ("POST", "/requests"),
+    ("GET", "/requests"),
+    ("GET", "/requests/{request_id}"),
+    ("GET", "/requests/{request_id}/audit"),
+    *{("POST", f"/requests/{{request_id}}/{action}") for action in ("approve", "deny", "retry", "cancel", "extend")},
+}
 
 
 def test_every_api_method_requires_iam(synth):
@@ -14,34 +52,71 @@ def test_every_api_method_requires_iam(synth):
         assert method["Properties"]["AuthorizationType"] == "AWS_IAM", lid
 
 
-def test_routes_proxy_to_intake(synth):
+def test_the_api_has_exactly_the_documents_routes_each_proxied_to_intake(synth):
     intake_id, _ = synth.function("intake")
-    paths = {r["Properties"]["PathPart"] for r in synth.resources("AWS::ApiGateway::Resource").values()}
-    assert paths == {"requests", "{id}"}
-    for method in synth.resources("AWS::ApiGateway::Method").values():
-        integration = method["Properties"]["Integration"]
-        assert integration["Type"] == "AWS_PROXY"
-        assert {"Fn::GetAtt": [intake_id, "Arn"]} in integration["Uri"]["Fn::Join"][1]
+    routes = _routes(synth)
+    assert set(routes) == set(_document_operations()) == ROUTES
+    for key, method in routes.items():
+        integration = method["Integration"]
+        assert integration["Type"] == "AWS_PROXY", key
+        assert {"Fn::GetAtt": [intake_id, "Arn"]} in integration["Uri"]["Fn::Join"][1], key
+        assert method["OperationName"] == _document_operations()[key]["operationId"]
 
 
-def test_requests_are_validated(synth):
+def test_request_validation_is_the_documents(synth):
+    """Each method validates what the OpenAPI document declares: its parameters (required ones enforced) and,
+    where the body is required, a model holding the document's body schema in draft 4 (never stricter)."""
+    from infra.triggers import api_document, gateway_schema
+
+    components = api_document()["components"]["schemas"]
     validator_id, validator = synth.one("AWS::ApiGateway::RequestValidator")
     assert validator["Properties"]["ValidateRequestBody"] is True
     assert validator["Properties"]["ValidateRequestParameters"] is True
-    model_id, model = synth.one("AWS::ApiGateway::Model")
-    schema = model["Properties"]["Schema"]
-    assert set(schema["required"]) == {"actions", "subject"}
-    actions = schema["properties"]["actions"]
-    assert actions["type"] == "array" and actions["minItems"] == 1
-    assert actions["items"] == {"type": "string", "enum": ["export", "erase"]}
-    assert schema["properties"]["subject"]["type"] == "object"
-    methods = {
-        m["Properties"]["HttpMethod"]: m["Properties"] for m in synth.resources("AWS::ApiGateway::Method").values()
+    models = {
+        m["Properties"]["Name"]: (k, m["Properties"]) for k, m in synth.resources("AWS::ApiGateway::Model").items()
     }
-    assert methods["POST"]["RequestValidatorId"] == {"Ref": validator_id}
-    assert methods["POST"]["RequestModels"] == {"application/json": {"Ref": model_id}}
-    assert methods["GET"]["RequestValidatorId"] == {"Ref": validator_id}
-    assert methods["GET"]["RequestParameters"] == {"method.request.path.id": True}
+    assert set(models) == {"DsrRequest", "Denial", "Extension"}
+    for key, method in _routes(synth).items():
+        operation = _document_operations()[key]
+        assert method["RequestValidatorId"] == {"Ref": validator_id}, key
+        location = {"query": "querystring", "path": "path"}
+        expected = {
+            f"method.request.{location[p['in']]}.{p['name']}": p["required"] for p in operation.get("parameters", [])
+        }
+        assert method.get("RequestParameters", {}) == expected, key
+        body = operation.get("requestBody")
+        if body and body.get("required"):
+            schema = body["content"]["application/json"]["schema"]
+            name = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else schema["title"]
+            model_id, model = models[name]
+            assert method["RequestModels"] == {"application/json": {"Ref": model_id}}, key
+            built = {k: v for k, v in model["Schema"].items() if k not in ("$schema", "title")}
+            assert built == gateway_schema(schema, components), key
+            assert model["Schema"]["$schema"] == "http://json-schema.org/draft-04/schema#"
+        else:  # an optional body (approve, retry, cancel) or none: intake alone validates it
+            assert "RequestModels" not in method, key
+    # What the old hand-written model checked is still checked, now from the document.
+    request = models["DsrRequest"][1]["Schema"]
+    assert set(request["required"]) == {"actions", "subject"}
+    assert request["additionalProperties"] is False
+    actions = request["properties"]["actions"]
+    assert actions["type"] == "array" and actions["minItems"] == 1 and actions["maxItems"] == 2
+    assert actions["items"] == {"type": "string", "enum": ["export", "erase"]}
+    assert request["properties"]["subject"]["type"] == "object"
+    extension = models["Extension"][1]["Schema"]
+    assert extension["properties"]["days"] == {"type": "integer", "minimum": 1, "maximum": 60}
+
+
+def test_api_gateways_own_400s_keep_intakes_error_body(synth):
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in synth.resources("AWS::ApiGateway::GatewayResponse").values()
+    }
+    for kind in ("BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS"):
+        body = json.loads(responses[kind]["ResponseTemplates"]["application/json"])
+        assert responses[kind]["StatusCode"] == "400"
+        assert body["error"] == "invalid request" and [set(f) for f in body["fields"]] == [{"field", "message"}]
+        assert "$" not in json.dumps(body), "no $context.error.validationErrorString: it may quote the value"
 
 
 def test_stage_throttled_traced_and_access_logged(synth):
@@ -75,7 +150,7 @@ def test_api_gateway_account_logging_role(synth):
 def test_crm_rule_pattern_and_target(synth):
     intake_id, _ = synth.function("intake")
     dlq_id, _ = synth.one("AWS::SQS::Queue")
-    _, rule = synth.one("AWS::Events::Rule")
+    _, rule = synth.crm_rule()
     props = rule["Properties"]
     assert props["EventBusName"] == "default"
     assert props["EventPattern"] == {"source": ["crm"], "detail-type": ["Data Subject Request"]}
@@ -113,7 +188,7 @@ def test_dlq_encrypted_and_tls_only(synth):
         s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
     )
     # The queue policy allows one principal, EventBridge, and only for the CRM rule (aws:SourceArn)...
-    rule_id, _ = synth.one("AWS::Events::Rule")
+    rule_id, _ = synth.crm_rule()
     (send,) = [s for s in statements if s["Effect"] == "Allow"]
     assert send["Principal"] == {"Service": "events.amazonaws.com"}
     assert send["Action"] == "sqs:SendMessage"
@@ -154,17 +229,20 @@ def test_intake_may_be_invoked_by_the_deployed_stage_and_the_crm_rule_only(synth
     with the management permission apigateway:POST, past the stage's IAM check, throttling and access logs."""
     intake_id, _ = synth.function("intake")
     stage_id, _ = synth.one("AWS::ApiGateway::Stage")
-    rule_id, _ = synth.one("AWS::Events::Rule")
+    rule_id, _ = synth.crm_rule()
     permissions = list(synth.resources("AWS::Lambda::Permission").values())
     by_principal: dict[str, list[dict]] = {}
+    sweep = {"Fn::GetAtt": [synth.function("sweep")[0], "Arn"]}
     for permission in permissions:
         props = permission["Properties"]
+        if props["FunctionName"] == sweep:  # its hourly schedule only: tests/infra/test_infra_watch.py
+            continue
         assert props["FunctionName"] == {"Fn::GetAtt": [intake_id, "Arn"]}, "only intake is invoked from outside"
         assert props["Action"] == "lambda:InvokeFunction"
         by_principal.setdefault(props["Principal"], []).append(props)
     assert set(by_principal) == {"apigateway.amazonaws.com", "events.amazonaws.com"}
     api = by_principal["apigateway.amazonaws.com"]
-    assert len(api) == 2  # POST /requests, GET /requests/{id}
+    assert len(api) == len(ROUTES)  # one per method
     for props in api:
         parts = props["SourceArn"]["Fn::Join"][1]
         assert {"Ref": stage_id} in parts, parts

@@ -31,7 +31,8 @@ def test_substitutions_are_exactly_the_engine_and_stack_names():
 
 def test_every_task_has_a_catch_and_retries_lambda_errors():
     tasks = [(n, s) for n, s, _ in walk(json.loads(ASL.read_text())["States"]) if s["Type"] == "Task"]
-    assert len(tasks) == 4
+    # approval (ask, await), submit, check, collect, record, finalize
+    assert len(tasks) == 7
     for name, state in tasks:
         assert state.get("Catch"), name
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
@@ -86,7 +87,7 @@ def test_every_next_exists_and_waits_use_the_connector_schedule():
         for target in filter(None, targets):
             assert target in scope, f"{name} -> {target}"
         if state["Type"] == "Wait":
-            assert state["TimestampPath"] == "$.wait_until"
+            assert state["TimestampPath"] == "$.next_check_at"
 
 
 def test_export_runs_before_erase_one_action_at_a_time():

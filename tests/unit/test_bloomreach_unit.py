@@ -155,12 +155,12 @@ def test_cannot_act_without_customer_ids(connector):
     reason = connector.cannot_act_on(Subject(customer_ids={"registered": " "}), Action.EXPORT)
     assert reason is not None and "'registered'" in reason
     with pytest.raises(UnsupportedAction, match="bloomreach: no customer_ids given"):
-        connector.start(Action.ERASE, Subject(email="ada@example.com"), ctx())
+        connector.submit(Action.ERASE, Subject(email="ada@example.com"), ctx())
 
 
-def test_export_start_makes_no_call_and_asks_for_a_check_at_once(connector):
+def test_export_submit_makes_no_call_and_asks_for_a_check_at_once(connector):
     c = ctx()
-    job = connector.start(Action.EXPORT, c.subject, c)  # the discard port would fail any call
+    job = connector.submit(Action.EXPORT, c.subject, c)  # the discard port would fail any call
     assert job.next_check_at == job.submitted_at == c.now
     assert job.deadline_at == c.now + timedelta(days=7)
     assert job.job_id is None and job.state == {}
@@ -169,7 +169,7 @@ def test_export_start_makes_no_call_and_asks_for_a_check_at_once(connector):
 
 def test_schedule_is_that_of_a_synchronous_vendor(connector):
     c = ctx()
-    job = connector.start(Action.EXPORT, c.subject, c).model_copy(update={"checks": 3})
+    job = connector.submit(Action.EXPORT, c.subject, c).model_copy(update={"checks": 3})
     assert connector.schedule.first_check == timedelta(0)
     assert connector.schedule.next_check_at(job, c.now) == c.now + timedelta(minutes=1)
     # never past the deadline
@@ -180,22 +180,23 @@ def test_schedule_is_that_of_a_synchronous_vendor(connector):
 def test_time_scale_shrinks_the_deadline(connector, monkeypatch):
     monkeypatch.setenv("DSRFLOW_TIME_SCALE", "86400")
     c = ctx()
-    job = connector.start(Action.EXPORT, c.subject, c)
+    job = connector.submit(Action.EXPORT, c.subject, c)
     assert job.deadline_at - job.submitted_at == timedelta(seconds=7)
 
 
 def test_export_not_collected_by_its_deadline_fails(connector):
     c = ctx()
-    job = connector.start(Action.EXPORT, c.subject, c)
+    job = connector.submit(Action.EXPORT, c.subject, c)
     later = ctx(now=job.deadline_at + timedelta(seconds=1))
     progress = connector.check(job, later)
     assert progress.status == "failed" and progress.reason.startswith("DeadlineExceeded: ")
+    assert progress.error == "DeadlineExceeded"  # a named error, not a word in the reason
     assert connector.check(job, ctx(now=job.deadline_at)).status == "ready"
 
 
 def test_erase_accepted_stays_ready_after_the_deadline(connector):
     c = ctx()
-    job = connector.start(Action.EXPORT, c.subject, c).model_copy(
+    job = connector.submit(Action.EXPORT, c.subject, c).model_copy(
         update={"action": Action.ERASE, "state": {"accepted": True}}
     )
     progress = connector.check(job, ctx(now=job.deadline_at + timedelta(days=3)))

@@ -123,14 +123,14 @@ def test_without_a_customer_key_the_vendor_is_skipped_with_a_reason():
     assert conn.cannot_act_on(Subject(customer_key="abc"), Action.ERASE) is None
 
 
-def test_start_without_a_customer_key_refuses_before_any_call():
+def test_submit_without_a_customer_key_refuses_before_any_call():
     class NoCalls:
         def request(self, *args, **kwargs):
             raise AssertionError("no HTTP call expected")
 
     conn = ElevateConnector(ElevateCredentials(**BASE, api_key=KEY), http=NoCalls())  # type: ignore[arg-type]
-    with pytest.raises(UnsupportedAction, match="^elevate: cannot start export: no customer_key"):
-        conn.start(Action.EXPORT, Subject(email="ada@example.com"), ctx(None))
+    with pytest.raises(UnsupportedAction, match="^elevate: cannot submit export: no customer_key"):
+        conn.submit(Action.EXPORT, Subject(email="ada@example.com"), ctx(None))
 
 
 # --- the archive stream -----------------------------------------------------------------------------
@@ -165,15 +165,15 @@ def zip_response(body: io.BytesIO, length: int | None, content_type: str = "appl
     return response
 
 
-def fetch(response: requests.Response):
+def collect(response: requests.Response):
     http = OneResponse(response)
     conn = ElevateConnector(ElevateCredentials(**BASE, api_key=KEY), http=http)  # type: ignore[arg-type]
     job = new_job(conn, Action.EXPORT, ctx(), "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
-    return conn.fetch(job, ctx()), http
+    return conn.collect(job, ctx()), http
 
 
 def test_stream_checks_the_byte_count_against_content_length():
-    [whole], http = fetch(zip_response(io.BytesIO(b"PK" + b"x" * 98), 100))
+    [whole], http = collect(zip_response(io.BytesIO(b"PK" + b"x" * 98), 100))
     assert (whole.length, len(b"".join(whole.chunks))) == (100, 100)
     assert whole.name == "elevate-export-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.zip"
     method, url, kwargs = http.calls[0]
@@ -181,20 +181,20 @@ def test_stream_checks_the_byte_count_against_content_length():
     assert kwargs["params"] == {"jid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"} and kwargs["stream"] is True
     assert kwargs["headers"]["Api-Key"] == KEY and kwargs["headers"]["Accept-Encoding"] == "identity"
 
-    [short], _ = fetch(zip_response(io.BytesIO(b"x" * 80), 100))
+    [short], _ = collect(zip_response(io.BytesIO(b"x" * 80), 100))
     with pytest.raises(ArchiveTransferError, match=r"0f1e2d3c… ended after 80 of the announced 100 bytes"):
         b"".join(short.chunks)
 
-    [long], _ = fetch(zip_response(io.BytesIO(b"x" * 120), 100))
+    [long], _ = collect(zip_response(io.BytesIO(b"x" * 120), 100))
     with pytest.raises(ArchiveTransferError, match="more than the announced 100 bytes"):
         b"".join(long.chunks)
 
-    [unknown], _ = fetch(zip_response(io.BytesIO(b"x" * 120), None))
+    [unknown], _ = collect(zip_response(io.BytesIO(b"x" * 120), None))
     assert unknown.length is None and len(b"".join(unknown.chunks)) == 120
 
 
 def test_a_stream_that_breaks_is_a_transfer_error():
-    [archive], _ = fetch(zip_response(BreakingBody(b"x" * 100), 100))
+    [archive], _ = collect(zip_response(BreakingBody(b"x" * 100), 100))
     with pytest.raises(ArchiveTransferError, match=r"broke off after 4 bytes \(ConnectionError\)"):
         b"".join(archive.chunks)
 
@@ -205,21 +205,21 @@ def test_an_html_page_instead_of_a_zip_is_refused_unread():
             raise AssertionError("the body must stay unread (the download is single-shot)")
 
     with pytest.raises(ArchiveInvalid, match="answered an HTML page instead of a zip") as err:
-        fetch(zip_response(Unread(b"<html>maintenance</html>"), 24, "text/html; charset=utf-8"))
+        collect(zip_response(Unread(b"<html>maintenance</html>"), 24, "text/html; charset=utf-8"))
     # The vendor's own word is kept privately, never in the message.
     assert "text/html" not in str(err.value) and "text/html; charset=utf-8" in err.value.detail
 
 
 def test_an_odd_content_type_is_described_in_fixed_words():
     with pytest.raises(ArchiveInvalid) as err:
-        fetch(zip_response(io.BytesIO(b"x"), 1, "application/x-ada-lovelace"))
+        collect(zip_response(io.BytesIO(b"x"), 1, "application/x-ada-lovelace"))
     assert "answered an unexpected content type instead of a zip" in str(err.value)
     assert "lovelace" not in str(err.value) and "application/x-ada-lovelace" in err.value.detail
 
 
-def test_erase_jobs_have_nothing_to_fetch():
+def test_erase_jobs_have_nothing_to_collect():
     conn = connector()
-    assert conn.fetch(new_job(conn, Action.ERASE, ctx(), "jid-1"), ctx()) == []
+    assert conn.collect(new_job(conn, Action.ERASE, ctx(), "jid-1"), ctx()) == []
 
 
 class GoneWith404(Simulator):
@@ -239,7 +239,7 @@ def test_a_404_download_also_says_the_archive_is_gone(vendor_http):
         conn = registry.build("elevate", {"base_url": sim.base_url, "api_key": KEY}, http=vendor_http("elevate"))
         job = new_job(conn, Action.EXPORT, ctx(), "ca24f00d-1111")
         with pytest.raises(VendorError, match=r"^elevate: the export of job ca24f00d… was already downloaded") as err:
-            conn.fetch(job, ctx())
+            conn.collect(job, ctx())
     assert err.value.status_code == 404
 
 
@@ -292,8 +292,8 @@ class Recording:
 def test_create_calls_are_flagged_and_only_the_removal_is_destructive():
     http = Recording({"jid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "status": "created"})
     conn = ElevateConnector(ElevateCredentials(**BASE, api_key=KEY), http=http)  # type: ignore[arg-type]
-    conn.start(Action.EXPORT, ctx().subject, ctx())
-    conn.start(Action.ERASE, ctx().subject, ctx())
+    conn.submit(Action.EXPORT, ctx().subject, ctx())
+    conn.submit(Action.ERASE, ctx().subject, ctx())
     (_, export_url, export), (_, remove_url, remove) = http.calls
     assert export_url.endswith("/create-export-customer-job") and remove_url.endswith("/create-remove-customer-job")
     assert (export["call"], export["creates_job"], export["destructive"]) == ("create-export-customer-job", True, False)

@@ -140,7 +140,7 @@ PAYLOAD = {
     "request_id": "r1",
     "received_at": "2026-11-23T10:00:00Z",
     "deadline": "2026-12-23T10:00:00Z",
-    "vendors": [{"vendor": "elevate", "actions": ["export"]}],
+    "plan": [{"vendor": "elevate", "actions": ["export"]}],
     "skipped": [],
     "results": [[{"vendor": "elevate", "action": "export", "status": "completed", "job_id": "j1", "archives": []}]],
 }

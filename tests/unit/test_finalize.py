@@ -46,7 +46,7 @@ BASE = {
     "request_id": "r1",
     "received_at": "2026-11-23T10:00:00Z",
     "deadline": "2026-12-23T10:00:00Z",
-    "vendors": [{"vendor": "elevate", "actions": ["export"]}, {"vendor": "qualifio", "actions": ["export"]}],
+    "plan": [{"vendor": "elevate", "actions": ["export"]}, {"vendor": "qualifio", "actions": ["export"]}],
     "skipped": [],
 }
 DONE = {"vendor": "elevate", "action": "export", "status": "completed", "job_id": "j1", "archives": []}
@@ -87,7 +87,7 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
     failed = {"vendor": "qualifio", "action": "export", "status": "failed", "error": LAMBDA_ERROR}
     summary = finalize({**BASE, "results": [[DONE], [failed]]}, rt)
     assert summary["status"] == "partially_failed"
-    assert summary["counts"] == {"completed": 1, "planned": 0, "failed": 1, "skipped": 0}
+    assert summary["counts"] == {"completed": 1, "planned": 0, "failed": 1, "skipped": 0, "denied": 0, "cancelled": 0}
     q = next(o for o in summary["outcomes"] if o["vendor"] == "qualifio")
     assert q["error"] == "VendorAuthError" and "HTTP 403" in q["reason"]
     assert rt.store.manifest.manifest_key == "requests/r1/manifest.json"
@@ -98,6 +98,7 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
         "dry_run": False,
         "counts": summary["counts"],
         "manifest": {"bucket": "b", "key": "requests/r1/manifest.json"},
+        "attempt": 1,
     }
     assert events.entries[0]["EventBusName"] == "crm-bus"
 
@@ -110,7 +111,7 @@ def test_all_completed_and_within_deadline():
 def test_nothing_completed_is_failed_and_skips_are_reported():
     payload = {
         **BASE,
-        "vendors": [],
+        "plan": [],
         "results": [],
         "skipped": [{"vendor": "elevate", "action": "export", "reason": "no customer_key given"}],
     }
@@ -133,16 +134,20 @@ def test_nothing_completed_is_failed_and_skips_are_reported():
             "job_ids": [],
             "planned_call": None,
             "vendor_said": [],
+            "approved_by": None,
+            "approved_at": None,
+            "attempt": 1,
+            "attempts": [{"attempt": 1, "status": "skipped", "error": None, "finished_at": None}],
         }
     ]
 
 
 def test_a_dry_run_with_planned_erasures_is_completed():
     planned = {"vendor": "elevate", "action": "erase", "status": "planned", "planned_call": "POST /x?k={k}"}
-    payload = {**BASE, "dry_run": True, "vendors": [{"vendor": "elevate", "actions": ["export", "erase"]}]}
+    payload = {**BASE, "dry_run": True, "plan": [{"vendor": "elevate", "actions": ["export", "erase"]}]}
     summary = finalize({**payload, "results": [[DONE, planned]]}, runtime())
     assert summary["status"] == "completed" and summary["dry_run"] is True
-    assert summary["counts"] == {"completed": 1, "planned": 1, "failed": 0, "skipped": 0}
+    assert summary["counts"] == {"completed": 1, "planned": 1, "failed": 0, "skipped": 0, "denied": 0, "cancelled": 0}
 
 
 def test_failed_outcomes_point_to_the_vendors_words_and_carry_a_possible_duplicate():

@@ -9,12 +9,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.intake import InvalidRequest, RequestConflict, accept, parse_body, parse_request, plan
+from connectors import registry
+from core import intake
+from core.intake import InvalidRequest, RequestConflict, accept, parse_body, parse_request
 from core.models import StoredRequest
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ENABLED = ["bloomreach", "elevate", "qualifio"]
 EVERYONE = {"email": "ada@example.com", "customer_key": "k-1", "customer_ids": {"registered": "crm-1"}}
+
+
+def plan(*args, **kwargs) -> StoredRequest:
+    """core.intake.plan with the registry the intake handler passes it (core never imports connectors)."""
+    return intake.plan(*args, connector_class=registry.connector_class, **kwargs)
 
 
 def body_error(body, base64_encoded=False) -> dict[str, str]:
@@ -181,6 +188,7 @@ def run(store, sfn, raw):
         state_machine_arn=SM,
         enabled_vendors=ENABLED,
         now=NOW,
+        connector_class=registry.connector_class,
     )
 
 

@@ -83,7 +83,8 @@ def crm_event(detail: Any = None, **envelope: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def deployment(vendors: str = '{"elevate": "x", "bloomreach": "y", "qualifio": "z"}') -> Iterator[Deployment]:
-    from core import runtime, settings
+    from core import settings
+    from handlers import runtime
 
     env = {
         "AWS_DEFAULT_REGION": REGION,
@@ -103,7 +104,10 @@ def deployment(vendors: str = '{"elevate": "x", "bloomreach": "y", "qualifio": "
             definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
             roleArn="arn:aws:iam::123456789012:role/dsr",
         )["stateMachineArn"]
-        os.environ.update({"ARCHIVE_KMS_KEY_ID": key, "STATE_MACHINE_ARN": sm})
+        from local.engine import create_ledger_table
+
+        create_ledger_table(boto3.client("dynamodb", region_name=REGION), "dsrflow-test-ledger")
+        os.environ.update({"ARCHIVE_KMS_KEY_ID": key, "STATE_MACHINE_ARN": sm, "LEDGER_TABLE": "dsrflow-test-ledger"})
         runtime.reset()
         settings.settings.cache_clear()
         try:

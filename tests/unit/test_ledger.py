@@ -88,6 +88,7 @@ def test_received_writes_the_request_item_and_its_first_audit_event(ledger):
     assert audit["event"] == "received" and audit["expires_at"] == item["expires_at"]
     assert audit["sk"].startswith("AUDIT#2026-11-23T10:00:01")
     # A second delivery of the same request keeps what the first wrote.
+    ledger.started("dsr-1")
     ledger.action("dsr-1", "elevate", "export", "submitted", job_id="j1")
     ledger.received(stored())
     assert ledger.item("dsr-1")["status"] == "running"
@@ -95,6 +96,7 @@ def test_received_writes_the_request_item_and_its_first_audit_event(ledger):
 
 def test_actions_update_the_state_and_append_audit_events(ledger):
     ledger.received(stored())
+    ledger.started("dsr-1")  # the execution started (intake, after StartExecution)
     later = RECEIVED + timedelta(days=5)
     ledger.action("dsr-1", "elevate", "export", "submitted", job_id="j1", next_check_at=later)
     ledger.action(
@@ -120,7 +122,7 @@ def test_actions_update_the_state_and_append_audit_events(ledger):
     ledger.action("dsr-1", "elevate", "export", "completed", job_id="j1")
     assert ledger.item("dsr-1")["action#elevate#export"]["state"] == "completed"
     events = [a["event"] for a in ledger.audit("dsr-1")]
-    assert events == ["received", "submitted", "checked", "checked", "completed"]
+    assert events == ["received", "started", "submitted", "checked", "checked", "completed"]
     assert len({a["expires_at"] for a in ledger.audit("dsr-1")}) == 1
 
 
@@ -167,6 +169,7 @@ def test_a_subject_value_is_masked_where_the_subject_is_known(ledger):
 
 def test_view_for_get_requests(ledger):
     ledger.received(stored())
+    ledger.started("dsr-1")
     ledger.action("dsr-1", "elevate", "export", "checked", outcome="pending", vendor_status="RUNNING")
     view = ledger.view("dsr-1")
     assert view["status"] == "running" and view["deadline"] == "2026-12-23T10:00:00Z"
@@ -210,7 +213,7 @@ def test_a_failing_ledger_leaves_the_task_result_unchanged():
     from core.tasks import finalize
     from tests.unit.test_finalize import BASE, DONE, runtime
 
-    payload = {**BASE, "vendors": BASE["vendors"][:1], "results": [[DONE]]}
+    payload = {**BASE, "plan": BASE["plan"][:1], "results": [[DONE]]}
     without = finalize(payload, runtime())
     rt = runtime()
     rt.ledger = Ledger(BrokenClient("InternalFailure"), TABLE, sleep=lambda s: None)

@@ -89,7 +89,7 @@ def manual_sim():
 def _waiting_job(sim: QualifioSimulator, vendor_http) -> tuple[QualifioConnector, Job]:
     connector = registry.build("qualifio", sim.credentials(), http=vendor_http("qualifio"))
     ctx = JobContext(request_id="dsr-1", subject=Subject(email=SAMPLE.email), now=NOW)
-    job = connector.start(Action.EXPORT, Subject(email=SAMPLE.email), ctx)
+    job = connector.submit(Action.EXPORT, Subject(email=SAMPLE.email), ctx)
     return connector, job.model_copy(update={"checks": 1})
 
 
@@ -159,7 +159,7 @@ def test_credentials_as_secret_text_are_accepted():
 # --- subject ------------------------------------------------------------------------------------------
 
 
-def test_cannot_act_without_an_email_and_start_refuses_before_any_call():
+def test_cannot_act_without_an_email_and_submit_refuses_before_any_call():
     # base_url on a closed port: any HTTP attempt would surface as a transient error instead
     connector = registry.build("qualifio", {**GOOD, "base_url": "http://127.0.0.1:9"})
     for subject in (Subject(customer_key="abc"), Subject(email="  ")):
@@ -169,7 +169,7 @@ def test_cannot_act_without_an_email_and_start_refuses_before_any_call():
     assert connector.cannot_act_on(Subject(email=SAMPLE.email), Action.ERASE) is None
     ctx = JobContext(request_id="dsr-1", subject=Subject(customer_key="abc"), now=NOW)
     with pytest.raises(UnsupportedAction, match="^qualifio: .*email"):
-        connector.start(Action.ERASE, Subject(customer_key="abc"), ctx)
+        connector.submit(Action.ERASE, Subject(customer_key="abc"), ctx)
 
 
 # --- lookup safety ------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_profiles_with_another_email_or_repeated_never_enter_the_rule(vendor_htt
         connector = registry.build("qualifio", sim.credentials(), http=vendor_http("qualifio"))
         subject = Subject(email=SAMPLE.email.upper())  # case does not matter for email matching
         ctx = JobContext(request_id="dsr-1", subject=subject, now=NOW)
-        job = connector.start(Action.ERASE, subject, ctx)
+        job = connector.submit(Action.ERASE, subject, ctx)
         profiles = sim.rule(job.job_id)["ruleTypePayload"]["profiles"]
         assert sorted(profiles) == sorted(p["id"] for p in sim.profiles_of(SAMPLE.email))
         assert job.state["profiles"] == 2

@@ -2,7 +2,7 @@
 ASL that asl-validator sees is the workflow with every substitution resolved.
 
 mypy type-checks this file (pyproject.toml, [tool.mypy] files): each entry of CONFORMING is checked
-structurally against connectors.base.Connector (class variables, method signatures, return types), so a
+structurally against core.domain.Connector (class variables, method signatures, return types), so a
 connector that drifts from the protocol fails the type gate, not a vendor call in production. The tests keep
 CONFORMING in step with the registry.
 """
@@ -40,7 +40,7 @@ def test_every_registered_connector_is_checked_against_the_protocol() -> None:
 
 def test_connectors_define_every_protocol_member() -> None:
     members = {name for name in (*typing.get_type_hints(Connector), *vars(Connector)) if not name.startswith("_")}
-    assert {"name", "statuses", "start", "check", "fetch", "dry_run", "cannot_act_on"} <= members
+    assert {"name", "statuses", "submit", "check", "collect", "dry_run", "cannot_act_on"} <= members
     for vendor, cls in CONFORMING.items():
         missing = sorted(m for m in members if not hasattr(cls, m))
         assert not missing, f"{vendor}: {missing}"

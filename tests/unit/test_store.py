@@ -130,8 +130,9 @@ def test_put_manifest_retries_each_copy(aws, store, sleeps):
 
     store(s3).put_manifest(manifest)
 
-    assert s3.calls.count("put_object") == 4
+    assert s3.calls.count("put_object") == 5  # three copies, two of them retried once
     assert read(aws, "requests/r-1/manifest.json") == read(aws, "proof/r-1/manifest.json")
+    assert read(aws, "proof/r-1/attempts/1/manifest.json") == read(aws, "proof/r-1/manifest.json")
 
 
 # --- create_request: first one wins ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def local_run(
     sim_options: dict[str, dict[str, Any]] | None = None,
     creds_override: dict[str, dict[str, Any]] | None = None,
     approval_mode: str = "auto",
+    require_approval: str = "none",
 ) -> Iterator[tuple[LocalCloud, dict[str, Any]]]:
     sim_options, creds_override = sim_options or {}, creds_override or {}
     with contextlib.ExitStack() as stack:
@@ -40,7 +41,9 @@ def local_run(
             for name in vendors
         }
         creds = {name: {**sim.credentials(), **creds_override.get(name, {})} for name, sim in sims.items()}
-        cloud = stack.enter_context(LocalCloud(creds, time_scale=time_scale, approval_mode=approval_mode))
+        cloud = stack.enter_context(
+            LocalCloud(creds, time_scale=time_scale, approval_mode=approval_mode, require_approval=require_approval)
+        )
         yield cloud, sims
 
 

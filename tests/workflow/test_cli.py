@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from local.simulators import simulator_class
+from local.simulators.data import SAMPLE
 from local.simulators.qualifio import QualifioSimulator
+from tests.workflow.conftest import FAST
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +28,7 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 def test_demo_runs_a_full_request_and_copies_the_archives_out(tmp_path):
     result = run_cli("demo", "--out", str(tmp_path), "--time-scale", str(4 * 86400))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ": completed ({'completed': 6, 'planned': 0, 'failed': 0, 'skipped': 0})" in result.stdout
+    assert ": completed (6 completed)" in result.stdout
     manifests = list(tmp_path.glob("requests/*/manifest.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
@@ -55,3 +59,54 @@ def test_run_with_vendors_file_exits_non_zero_with_the_reason(tmp_path):
 def test_bad_request_on_the_command_line_names_the_field():
     result = run_cli("run", "--email", "not-an-email", "--vendors-file", "/dev/null")
     assert result.returncode == 2
+
+
+def _gated_run(tmp_path: Path, answer: str) -> tuple[subprocess.CompletedProcess, Any]:
+    """`run --approval erase --answer <answer>` against a Bloomreach simulator of this process (its calls seen)."""
+    with simulator_class("bloomreach")(time_scale=FAST) as sim:
+        vendors = tmp_path / "vendors.json"
+        vendors.write_text(json.dumps({"bloomreach": sim.credentials()}))
+        result = run_cli(
+            "run",
+            "--email",
+            SAMPLE.email,
+            "--customer-id",
+            f"registered={SAMPLE.registered}",
+            "--actions",
+            "export,erase",
+            "--vendors-file",
+            str(vendors),
+            "--time-scale",
+            str(FAST),
+            "--approval",
+            "erase",
+            "--answer",
+            answer,
+        )
+    return result, sim
+
+
+def test_run_with_the_approval_gate_approved_erases_after_the_gate(tmp_path):
+    result, sim = _gated_run(tmp_path, "approve")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "bloomreach erase: awaiting approval (POST /requests/" in out and "/approve or /deny)" in out
+    assert "bloomreach export: awaiting approval" not in out, "only the erase is gated"
+    assert "bloomreach erase: approved by arn:aws:iam::123456789012:user/local" in out
+    assert out.index("erase: awaiting approval") < out.index("erase: approved") < out.index("erase   completed")
+    assert ": completed (2 completed)" in out
+    assert "bloomreach  erase   completed" in out
+    assert sim.destructive_acted() == 1
+
+
+def test_run_with_the_approval_gate_denied_sends_nothing_destructive(tmp_path):
+    result, sim = _gated_run(tmp_path, "deny")
+    assert result.returncode == 0, result.stdout + result.stderr  # a denial is a decision, not a failure
+    out = result.stdout
+    assert "bloomreach erase: awaiting approval (POST /requests/" in out
+    assert "bloomreach erase: denied by arn:aws:iam::123456789012:user/local; reason: denied by the local CLI" in out
+    assert ": completed (1 completed, 1 denied)" in out
+    assert "bloomreach  export  completed" in out
+    denied = next(line for line in out.splitlines() if line.startswith("  bloomreach  erase   denied"))
+    assert "denied by the local CLI" in denied
+    assert sim.destructive_calls() == []

@@ -158,17 +158,17 @@ def _echo(status: int, text: str, key: str = "message") -> Any:
     return status, body
 
 
-def test_subject_echoed_in_errors_on_start_check_and_fetch_stays_out_of_every_record(capfd):
+def test_subject_echoed_in_errors_on_submit_check_and_collect_stays_out_of_every_record(capfd):
     email, key = SAMPLE.email, SAMPLE.customer_key
     name = f"{SAMPLE.first_name} {SAMPLE.last_name}"
     with local_run() as (cloud, sims):
-        # start: Qualifio refuses the rule quoting the email and the name (a 422).
+        # submit: Qualifio refuses the rule quoting the email and the name (a 422).
         faults = only(sims["qualifio"], r"rules/exportData")
         faults.reject, (faults.reject_status, faults.reject_body) = 1, _echo(422, f"profile {email} ({name}) is locked")
         # check: Elevate's job-status 404 quotes the customer key, in upper case.
         faults = only(sims["elevate"], r"job-status")
         faults.reject, (faults.reject_status, faults.reject_body) = 1, _echo(404, f"no job for {key.upper()}")
-        # fetch: Bloomreach's export-one 400 quotes the email URL-encoded and JSON-escaped.
+        # collect: Bloomreach's export-one 400 quotes the email URL-encoded and JSON-escaped.
         faults = only(sims["bloomreach"], r"export-one")
         faults.reject, (faults.reject_status, faults.reject_body) = (
             1,
@@ -281,7 +281,7 @@ def test_a_lambda_service_error_after_submit_creates_no_second_job():
 
 def _fail_s3(operation: str, times: int, key_part: str) -> dict[str, int]:
     """Make the handlers' S3 client fail `operation` on keys containing `key_part`, `times` times."""
-    from core.runtime import client
+    from handlers.runtime import client
 
     left = {"n": times}
 

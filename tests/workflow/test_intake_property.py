@@ -89,8 +89,8 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment() -> Iterator[Deployment]:
-    from core import runtime
     from core import settings as deployment_settings
+    from handlers import runtime
     from handlers.observability import logger
 
     env = {
@@ -106,6 +106,10 @@ def deployment() -> Iterator[Deployment]:
             Bucket=env["ARCHIVE_BUCKET"], CreateBucketConfiguration={"LocationConstraint": REGION}
         )
         os.environ["ARCHIVE_KMS_KEY_ID"] = key
+        from local.engine import create_ledger_table
+
+        create_ledger_table(boto3.client("dynamodb", region_name=REGION), "dsrflow-property-ledger")
+        os.environ["LEDGER_TABLE"] = "dsrflow-property-ledger"
         runtime.reset()
         deployment_settings.settings.cache_clear()
         logger.setLevel("ERROR")  # thousands of "request rejected" lines would only slow the run

@@ -32,7 +32,14 @@ def test_export_and_erase_across_all_vendors(run_request):
 
         assert accepted["status"] == "accepted"
         assert summary["status"] == "completed", summary
-        assert summary["counts"] == {"completed": 6, "planned": 0, "failed": 0, "skipped": 0}
+        assert summary["counts"] == {
+            "completed": 6,
+            "planned": 0,
+            "failed": 0,
+            "skipped": 0,
+            "denied": 0,
+            "cancelled": 0,
+        }
         # The manifest in the bucket is the execution's output, and its proof copy is the same record.
         assert json.loads(cloud.read("requests/dsr-all/manifest.json")) == summary
         assert json.loads(cloud.read(summary["proof_key"])) == summary
@@ -62,8 +69,13 @@ def test_export_and_erase_across_all_vendors(run_request):
         )
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == cloud.kms_key_arn
 
-        message = json.loads(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"])
-        assert message["detail-type"] == "Data Subject Request Completed"
+        answer = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+        messages = [json.loads(m["Body"]) for m in answer["Messages"]]
+        assert [m["detail-type"] for m in messages] == [
+            "Data Subject Request Received",
+            "Data Subject Request Completed",
+        ]
+        message = messages[-1]
         assert message["detail"]["request_id"] == "dsr-all" and message["detail"]["status"] == "completed"
 
         # No PII in the execution history: not in inputs, outputs, or error causes.

@@ -1,4 +1,8 @@
-"""Wiring for the Lambda handlers: clients, store and connectors built once per container."""
+"""Wiring for the Lambda handlers (the composition root): clients, store, ledger and connectors.
+
+Clients are built once per container. It lives in `handlers`, not `core`, because it joins the two: core's
+tasks take a `Runtime` whose `connector_for` comes from `connectors.registry` (core never imports connectors).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from botocore.config import Config
 
 from connectors import registry
 from connectors.base import Connector
+from core.errors import ConfigError
 from core.ledger import Ledger
+from core.operations import Ops
 from core.secrets import vendor_credentials
 from core.settings import settings
 from core.store import Store
@@ -78,3 +84,20 @@ def reset() -> None:
     """Forget cached clients and settings (the local engine calls this between runs)."""
     client.cache_clear()  # type: ignore[attr-defined]  # the @cache wrapper behind the overloads
     settings.cache_clear()
+
+
+def ops() -> Ops:
+    """The operator routes' dependencies (core/operations.py): they need the ledger."""
+    s = settings()
+    rt = runtime()
+    if rt.ledger is None:
+        raise ConfigError("dsrflow", "LEDGER_TABLE", "is required by the operator routes")
+    return Ops(
+        store=rt.store,
+        sfn=client("stepfunctions"),
+        state_machine_arn=s.state_machine_arn or "",
+        ledger=rt.ledger,
+        events=client("events") if s.event_bus_name else None,
+        event_bus_name=s.event_bus_name,
+        approval_gate=s.require_approval,
+    )

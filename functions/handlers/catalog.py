@@ -1,0 +1,31 @@
+"""Every Lambda function of dsrflow, once: its name (the role), its handler and what it does.
+
+infra/functions.py deploys one function per entry (adding memory, timeout and access per name), the local
+engine (local/engine.py) creates the same functions in moto, and ARCHITECTURE.md's table is checked against
+this list by tests/infra/test_infra_functions.py.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Handler(NamedTuple):
+    handler: str  # module.attribute under functions/
+    description: str
+
+
+HANDLERS: dict[str, Handler] = {
+    "intake": Handler("handlers.intake.handler", "API and CRM events: validate, store, start; the operator routes"),
+    "submit": Handler("handlers.submit.handler", "Submit one vendor job"),
+    "check": Handler("handlers.check.handler", "Check one vendor job"),
+    "collect": Handler("handlers.collect.handler", "Stream a vendor's archives to S3"),
+    "finalize": Handler("handlers.finalize.handler", "Write the manifest, notify the CRM"),
+    "approval": Handler("handlers.approval.handler", "Hold a vendor action for a person's decision (task token)"),
+    "record": Handler("handlers.record.handler", "Record a vendor action that failed, was denied or timed out"),
+    "sweep": Handler(
+        "handlers.sweep.handler", "Deadline watch: warn before a deadline, count open, due-soon and overdue requests"
+    ),
+}
+
+__all__ = ["HANDLERS", "Handler"]

@@ -203,6 +203,9 @@ class Archive:
         self.close()
 
 
+MIN_REAL_DEADLINE = timedelta(seconds=5)
+
+
 class Schedule(BaseModel):
     """When a connector looks at a job, in vendor time; the local time-scale shrinks it to real time.
 
@@ -247,7 +250,9 @@ class Schedule(BaseModel):
         return submitted_at + scaled(self.first_check)
 
     def deadline_at(self, submitted_at: datetime) -> datetime:
-        return submitted_at + scaled(self.deadline)
+        # Never less than a few real seconds: at a local time scale a vendor week can shrink below the time
+        # a loaded machine takes between two steps (in production, scale 1, the floor never applies).
+        return submitted_at + max(scaled(self.deadline), MIN_REAL_DEADLINE)
 
     def gap(self, checks: int, elapsed: timedelta) -> timedelta:
         """Vendor time from the `checks`-th look, made `elapsed` (vendor time) after submission, to the next

@@ -182,6 +182,10 @@ def test_time_scale_shrinks_the_deadline(connector, monkeypatch):
     c = ctx()
     job = connector.submit(Action.EXPORT, c.subject, c)
     assert job.deadline_at - job.submitted_at == timedelta(seconds=7)
+    # Never below a few real seconds: a loaded machine must not fail a local job that had no time to run.
+    monkeypatch.setenv("DSRFLOW_TIME_SCALE", str(86400 * 7))
+    job = connector.submit(Action.EXPORT, c.subject, c)
+    assert job.deadline_at - job.submitted_at == timedelta(seconds=5)
 
 
 def test_export_not_collected_by_its_deadline_fails(connector):

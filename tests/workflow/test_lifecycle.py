@@ -17,6 +17,8 @@ from tests.workflow.conftest import local_run, outcome, sample_subject
 pytestmark = pytest.mark.slow
 
 APPROVER = "arn:aws:iam::123456789012:role/dpo"
+# One vendor day per second: the gate holds until the request's deadline, 30 s here, ample time to answer it.
+GATE_SCALE = 86400.0
 
 
 def _until(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
@@ -59,7 +61,7 @@ def _no_subject_anywhere(cloud: Any, request_id: str, executions: list[str]) -> 
 
 
 def test_an_erase_waits_for_a_person_then_runs_once_approved():
-    with local_run(vendors=("bloomreach",), require_approval="erase") as (cloud, sims):
+    with local_run(vendors=("bloomreach",), require_approval="erase", time_scale=GATE_SCALE) as (cloud, sims):
         cloud.submit({"request_id": "gate-ok", "actions": ["export", "erase"], "subject": sample_subject()})
         (gate,) = _awaiting(cloud, "gate-ok")
         assert (gate["vendor"], gate["action"]) == ("bloomreach", "erase")
@@ -105,7 +107,7 @@ def test_an_erase_waits_for_a_person_then_runs_once_approved():
 
 
 def test_a_denied_erase_is_recorded_as_denied_and_a_retry_asks_again():
-    with local_run(vendors=("bloomreach",), require_approval="erase") as (cloud, sims):
+    with local_run(vendors=("bloomreach",), require_approval="erase", time_scale=GATE_SCALE) as (cloud, sims):
         cloud.submit({"request_id": "gate-no", "actions": ["export", "erase"], "subject": sample_subject()})
         _awaiting(cloud, "gate-no")
         status, body = cloud.api("POST", "/requests/gate-no/deny", {"reason": "legal hold"}, principal=APPROVER)
@@ -233,7 +235,7 @@ def test_cancel_stops_a_request_mid_wait_and_lists_the_submitted_job():
 
 def test_extend_moves_the_deadline_within_the_gdpr_limits_and_the_sweep_warns_once():
     received = (datetime.now(UTC) - timedelta(days=25)).isoformat()
-    with local_run(vendors=("bloomreach",), require_approval="erase") as (cloud, _):
+    with local_run(vendors=("bloomreach",), require_approval="erase", time_scale=GATE_SCALE) as (cloud, _):
         cloud.submit(
             {
                 "request_id": "longer",
@@ -320,7 +322,7 @@ def test_the_routes_answer_404_409_and_400_without_changing_anything():
 
 
 def test_cancelling_a_retry_keeps_what_earlier_attempts_completed():
-    with local_run(vendors=("bloomreach",), require_approval="erase") as (cloud, sims):
+    with local_run(vendors=("bloomreach",), require_approval="erase", time_scale=GATE_SCALE) as (cloud, sims):
         cloud.submit({"request_id": "keep", "actions": ["export", "erase"], "subject": sample_subject()})
         _awaiting(cloud, "keep")
         cloud.api("POST", "/requests/keep/deny", {"reason": "legal hold"}, principal=APPROVER)

@@ -188,3 +188,17 @@ def test_a_retry_runs_only_what_failed_and_is_refused_while_running(ops):
         _request(ops, "dsr-2")
         _finish(ops, "dsr-2", {"export": "completed"})
         operations.retry(ops, "dsr-2", RetryBody(), principal=WHO)
+
+
+def test_a_vendor_named_in_a_body_must_be_one_of_the_request(ops):
+    _request(ops)
+    _finish(ops, "dsr-1", {"export": "completed", "erase": "failed"})
+    for call in (
+        lambda: operations.approve(ops, "dsr-1", operations.Decision(vendor="elevate"), principal=WHO),
+        lambda: operations.deny(ops, "dsr-1", operations.Denial(vendor="elevate", reason="no"), principal=WHO),
+        lambda: operations.retry(ops, "dsr-1", RetryBody(vendors=["elevate"]), principal=WHO),
+    ):
+        with pytest.raises(InvalidRequest) as refused:
+            call()
+        assert "bloomreach" in refused.value.fields[0]["message"]
+    assert _item(ops)["attempt"] == 1, "nothing was started"

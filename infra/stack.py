@@ -6,6 +6,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
 from constructs import Construct
 
 from infra.config import STATE_MACHINE_FILE, Config, log_retention
+from infra.dashboard import Dashboard
 from infra.functions import Functions
 from infra.ledger import Ledger
 from infra.nag import apply_suppressions
@@ -74,6 +75,16 @@ class DsrflowStack(Stack):
         self.watch = Watch(
             self, "Watch", stage=config.stage, sweep=fns["sweep"], alarm_topic_arn=config.alarm_topic_arn
         )
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            stage=config.stage,
+            vendors=config.vendors,
+            functions=fns,
+            state_machine=self.workflow.state_machine,
+            dead_letter_queue=self.triggers.dead_letter_queue,
+            alarms=[self.observability.dlq_alarm, self.observability.execution_alarm, *self.watch.alarms],
+        )
 
         CfnOutput(self, "ApiUrl", value=self.triggers.api.url, description="POST /requests, GET /requests/{id}")
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
@@ -84,6 +95,7 @@ class DsrflowStack(Stack):
             self, "EventBusName", value=config.event_bus_name, description="where the dsrflow events go (the CRM's bus)"
         )
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=self.triggers.dead_letter_queue.queue_url)
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name, description="the CloudWatch dashboard")
         for vendor, secret in self.secrets.secrets.items():
             CfnOutput(
                 self,

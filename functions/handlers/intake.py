@@ -44,6 +44,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, SkipValidation
 
@@ -53,7 +54,7 @@ from core.clock import utcnow
 from core.models import RECEIVED_AT_FORMAT, REQUEST_ID_PATTERN, DsrRequest, parse_received_at
 from core.operations import DEFAULT_PAGE, MAX_PAGE, CancelBody, Decision, Denial, Extension, RetryBody
 from core.settings import settings
-from handlers.observability import logger, tracer
+from handlers.observability import logger, metrics, tracer
 from handlers.runtime import client, ops, runtime
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -184,6 +185,8 @@ def _accept(
         event_bus_name=s.event_bus_name,
     )
     logger.info("request accepted", extra={"request_id": result.request_id, "status": result.status})
+    if result.status == "accepted":  # a new request (a duplicate starts nothing): the dashboard's "received"
+        metrics.add_metric(name="RequestsReceived", unit=MetricUnit.Count, value=1)
     return result
 
 
@@ -406,6 +409,7 @@ def _from_eventbridge(event: Any) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     # API Gateway proxy events have an HTTP method; anything else is treated (and validated) as a CRM event.
     if isinstance(event, dict) and "httpMethod" in event:

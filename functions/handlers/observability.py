@@ -3,8 +3,11 @@ Logs carry ids, vendors, actions and statuses, never PII."""
 
 from __future__ import annotations
 
+import os
+import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -19,8 +22,17 @@ from handlers.runtime import runtime
 
 logger = Logger(service="dsrflow")
 tracer = Tracer(service="dsrflow")
-# Namespace from POWERTOOLS_METRICS_NAMESPACE; the local engine sets POWERTOOLS_METRICS_DISABLED.
-metrics = Metrics(service="dsrflow")
+# Namespace from POWERTOOLS_METRICS_NAMESPACE (the service's name where unset, as in unit tests, which would
+# otherwise fail to flush); the local engine sets POWERTOOLS_METRICS_DISABLED.
+metrics = Metrics(service="dsrflow", namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "dsrflow")
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    """`end - start` in seconds for two ISO 8601 times (a step's JSON output), None when either is unreadable."""
+    try:
+        return (datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 def job_task(
@@ -41,6 +53,7 @@ def job_task(
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         task = ActionTask.model_validate(event)
         logger.append_keys(vendor=task.vendor, action=task.action.value, step=name)
+        started = time.monotonic()
         try:
             with invocation_deadline(context.get_remaining_time_in_millis() / 1000):
                 result = step(task, runtime())
@@ -59,10 +72,18 @@ def job_task(
                 f"{task.vendor} {name}: unexpected {type(exc).__name__}{at}; the workflow retries once, "
                 "then records the failure (report it with the request id)"
             ) from None
+        finally:
+            took_ms = (time.monotonic() - started) * 1000
+            metrics.add_metric(name=f"{task.vendor}.{name}.duration", unit=MetricUnit.Milliseconds, value=took_ms)
         status = (result.get("progress") or {}).get("status") or result.get("status") or "submitted"
         logger.info(f"{name} done", extra={"status": status})
         # Vendor in the name, not as a dimension: dimensions are per-container state, metrics per call.
         metrics.add_metric(name=f"{task.vendor}.{name}.{status}", unit=MetricUnit.Count, value=1)
+        if status == "completed" and result.get("submitted_at") and result.get("completed_at"):
+            # A completed vendor action (collect's outcome): from its job's submission to its collection.
+            took = _seconds_between(result["submitted_at"], result["completed_at"])
+            if took is not None:
+                metrics.add_metric(name=f"{task.vendor}.time_to_complete", unit=MetricUnit.Seconds, value=took)
         for archive in result.get("archives") or []:
             metrics.add_metric(name=f"{task.vendor}.archive_bytes", unit=MetricUnit.Bytes, value=archive["bytes"])
         return result

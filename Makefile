@@ -23,11 +23,13 @@ ASL_VALIDATOR         := build/asl-validator/node_modules/.bin/asl-validator
 
 venv: $(STAMP)
 
-# Re-install whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+# Re-install whenever a requirements file or pyproject.toml changes. Then the operator CLI (`dsrflow`,
+# dsrflow_cli/), editable and without dependencies: the pinned requirements bring them.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The cdk CLI too: tests/infra runs a real `cdk synth`. Serial by default: with pytest-xdist (`PYTEST_ARGS="-n 2"`)

@@ -4,6 +4,7 @@
         [--approval none|erase|all] [--answer ask|approve|deny]
     python -m local demo [--approval erase] [--answer ask|approve|deny]
     python -m local simulator elevate --port 8081
+    python -m local serve [--port 8080] [--approval none|erase|all]   (the API on loopback HTTP: local/serve.py)
     python -m local openapi [--check]         (docs/openapi.json from handlers/intake.py's routes)
 
 Without --vendors-file the bundled simulators are started and used. --approval puts the deployment's approval
@@ -397,6 +398,9 @@ def parser() -> argparse.ArgumentParser:
     from local import smoke  # a dry-run request against a deployed stage (local/smoke.py)
 
     smoke.add_arguments(sub.add_parser("smoke", help="dry-run smoke test of a deployed stage (AWS credentials)"))
+    from local import serve  # the API on loopback HTTP, for the dsrflow CLI (local/serve.py)
+
+    serve.add_arguments(sub.add_parser("serve", help="serve the local cloud's API on loopback HTTP (dsrflow --api)"))
     sp = sub.add_parser("openapi", help="write docs/openapi.json from the API's routes (handlers/intake.py)")
     sp.add_argument("--check", action="store_true", help="only compare: exit 1 when the committed file differs")
     sp = sub.add_parser("simulator", help="run one vendor simulator by hand")
@@ -433,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         return smoke.run_args(args)
     if args.command == "simulator":
         return simulator(args)
+    if args.command == "serve":
+        from local import serve
+
+        return serve.run_args(args)
     if args.command == "openapi":
         return openapi(check=args.check)
     if args.time_scale <= 0:

@@ -1,0 +1,5 @@
+import sys
+
+from dsrflow_cli.main import main
+
+sys.exit(main())

@@ -54,8 +54,6 @@ _LOG_RETENTION = {
     3653: "TEN_YEARS",
 }
 
-DEFAULT_VENDORS = ("elevate", "bloomreach", "qualifio")
-
 
 class DeployConfigError(Exception):
     """The deployment cannot be synthesized as configured; the message says which setting to fix."""
@@ -124,8 +122,9 @@ def _choice(node: Node, key: str, default: str, choices: tuple[str, ...]) -> str
     return value.lower()
 
 
-def known_vendors(registry_file: Path = REGISTRY_FILE) -> set[str] | None:
-    """Vendor names in the connector registry's CONNECTORS literal, read without importing Lambda code."""
+def registry_vendors(registry_file: Path = REGISTRY_FILE) -> tuple[str, ...] | None:
+    """Vendor names in the connector registry's CONNECTORS literal, in its order, read without importing
+    Lambda code."""
     try:
         tree = ast.parse(registry_file.read_text())
     except (OSError, SyntaxError):
@@ -134,8 +133,18 @@ def known_vendors(registry_file: Path = REGISTRY_FILE) -> set[str] | None:
         target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
         value = getattr(node, "value", None)
         if isinstance(target, ast.Name) and target.id == "CONNECTORS" and isinstance(value, ast.Dict):
-            return {k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            return tuple(k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
     return None
+
+
+def known_vendors(registry_file: Path = REGISTRY_FILE) -> set[str] | None:
+    """Vendor names in the connector registry's CONNECTORS literal, read without importing Lambda code."""
+    names = registry_vendors(registry_file)
+    return None if names is None else set(names)
+
+
+# Every vendor of the connector registry, unless `-c vendors=...` names fewer: no list to keep in step.
+DEFAULT_VENDORS: tuple[str, ...] = registry_vendors() or ()
 
 
 def _vendors(node: Node) -> tuple[str, ...]:

@@ -7,12 +7,17 @@
     python -m local serve [--port 8080] [--approval none|erase|all]   (the API on loopback HTTP: local/serve.py)
     python -m local openapi [--check]         (docs/openapi.json from handlers/intake.py's routes)
 
-Without --vendors-file the bundled simulators are started and used. --approval puts the deployment's approval
-gate (REQUIRE_APPROVAL) in front of every erasure, or of every action: each one waits before anything is sent,
-and the CLI answers it through the API as an operator would (POST /requests/{id}/approve or /deny), by asking
-on the terminal (--answer ask, the default when stdin is one) or at once (approve, or deny). Exit code 0 only
+Without --vendors-file the bundled simulators are started and used, at the demo's time scale (one vendor day
+per real second) unless --time-scale says otherwise. With --vendors-file the default is 1, and a file naming a
+real vendor refuses any other: a compressed deadline would give up on a job still running at the vendor. Only
+a file whose every `base_url` is on loopback (simulators) may compress time. The JSON `python -m local
+simulator NAME` prints is a --vendors-file as it stands. --approval puts the deployment's approval gate
+(REQUIRE_APPROVAL) in front of every erasure, or of every action: each one waits before anything is sent, and
+the CLI answers it through the API as an operator would (POST /requests/{id}/approve or /deny), by asking on
+the terminal (--answer ask, the default when stdin is one) or at once (approve, or deny). Exit code 0 only
 when the request completed (a denied action is not a failure); 1 when it partially failed or failed (reasons
-printed); 2 for a bad command line or request.
+printed); 2 for a bad command line or request (an unknown vendor is refused with the known ones listed); 3 when
+the request was still running at --timeout.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from local.simulators import SIMULATORS, simulator_class
 from local.simulators.data import SAMPLE
 
 DEMO_TIME_SCALE = 86400.0  # one vendor day per real second: Elevate's 5-day window takes 5 s
+EXIT_TIMEOUT = 3  # the request was still running when --timeout passed
 # Who answers the approval gates from this CLI, and why when it denies on its own.
 OPERATOR = "arn:aws:iam::123456789012:user/local"
 APPROVAL_REASON = "approved by the local CLI"
@@ -70,17 +76,42 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def vendor_credentials(args: argparse.Namespace, wanted: list[str] | None) -> Iterator[dict[str, Any]]:
-    """The vendors' credentials JSON: from --vendors-file, or from simulators started for this run."""
+def vendor_credentials(
+    args: argparse.Namespace, wanted: list[str] | None, *, real_time_only: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The vendors' credentials JSON: from --vendors-file, or from simulators started for this run.
+
+    `real_time_only`: refuse a time scale other than 1 when the file names a vendor not on loopback."""
     if args.vendors_file:
         try:
             creds = json.loads(Path(args.vendors_file).read_text())
         except (OSError, ValueError) as exc:
             raise SystemExit(_usage(f"--vendors-file {args.vendors_file}: {exc}")) from None
-        if not isinstance(creds, dict):
-            raise SystemExit(_usage("--vendors-file must hold a JSON object {vendor: credentials}"))
+        if not isinstance(creds, dict) or not creds:
+            raise SystemExit(_usage("--vendors-file must hold a JSON object {vendor: credentials, ...}"))
+        unknown = sorted(set(creds) - set(SIMULATORS))
+        if unknown:
+            raise SystemExit(
+                _usage(
+                    f"--vendors-file {args.vendors_file}: {', '.join(map(repr, unknown))} is not a known vendor "
+                    f"(known: {', '.join(sorted(SIMULATORS))})"
+                )
+            )
+        real = real_vendors(creds)
+        if real and real_time_only and args.time_scale != 1:
+            raise SystemExit(
+                _usage(
+                    f"--time-scale {args.time_scale:g} with --vendors-file naming a real vendor ({', '.join(real)}): "
+                    "a real vendor's jobs run in real time, and a compressed deadline would give up on a job still "
+                    "running there, orphaning it. Drop --time-scale (1 is the default with --vendors-file); "
+                    "compressed time is for simulators on loopback only"
+                )
+            )
         yield creds
         return
+    # A name no simulator has: start them all, so that intake refuses it (400) with the known vendors listed.
+    if wanted is not None and not set(wanted) <= set(SIMULATORS):
+        wanted = None
     names = [n for n in SIMULATORS if wanted is None or n in wanted]
     with contextlib.ExitStack() as stack:
         sims = {n: stack.enter_context(simulator_class(n)(time_scale=args.time_scale)) for n in names}
@@ -89,6 +120,25 @@ def vendor_credentials(args: argparse.Namespace, wanted: list[str] | None) -> It
             + ", ".join(f"{n} {s.base_url}" for n, s in sims.items())
         )
         yield {n: s.credentials() for n, s in sims.items()}
+
+
+def real_vendors(creds: dict[str, Any]) -> list[str]:
+    """The vendors of a --vendors-file that are not simulators on this machine: a `base_url` whose host is not
+    a loopback address (or no readable `base_url`)."""
+    from urllib.parse import urlsplit
+
+    from local.serve import is_loopback
+
+    real = []
+    for name, value in creds.items():
+        base_url = value.get("base_url") if isinstance(value, dict) else None
+        try:
+            host = urlsplit(base_url).hostname if isinstance(base_url, str) else None
+        except ValueError:
+            host = None
+        if not host or not is_loopback(host):
+            real.append(name)
+    return sorted(real)
 
 
 def _usage(message: str) -> int:
@@ -273,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     request = build_request(args)
     out_dir = Path(args.out) if args.out else None
     with (
-        vendor_credentials(args, request.get("vendors")) as creds,
+        vendor_credentials(args, request.get("vendors"), real_time_only=True) as creds,
         LocalCloud(creds, time_scale=args.time_scale, require_approval=args.approval) as cloud,
     ):
         status, body = cloud.api("POST", "/requests", request)
@@ -294,7 +344,20 @@ def run(args: argparse.Namespace) -> int:
             answer = args.answer or ("ask" if sys.stdin.isatty() else "approve")
             gates = Gatekeeper(cloud, request_id, answer, say=printer.say)
             print(f"Approval gate: {args.approval} ({'asking here' if answer == 'ask' else answer + ' at once'})")
-        execution = follow(cloud, request_id, args.timeout, printer, gates)
+        try:
+            execution = follow(cloud, request_id, args.timeout, printer, gates)
+        except TimeoutError:
+            print(
+                f"Timed out: request {request_id} was still running after {args.timeout:g}s (--timeout). The local "
+                "cloud stops with this command, so the request goes no further here"
+                + (
+                    "; a vendor job already submitted keeps running at the vendor"
+                    if args.vendors_file
+                    else "; raise --timeout or --time-scale to let it finish"
+                ),
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
         history = cloud.history(request_id)
         transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         if execution["status"] != "SUCCEEDED":
@@ -338,8 +401,15 @@ def run(args: argparse.Namespace) -> int:
 def simulator(args: argparse.Namespace) -> int:
     sim = simulator_class(args.name)(time_scale=args.time_scale, port=args.port)
     with sim:
-        print(f"{args.name} simulator on {sim.base_url} ({args.time_scale:g}x time). Credentials JSON:")
-        print(json.dumps(sim.credentials(), indent=2), flush=True)
+        # The JSON alone on stdout, then the banner on stderr: `... simulator elevate > vendors.json` is a
+        # --vendors-file as it stands ({"elevate": {...}}); merge several into one object for more vendors.
+        print(json.dumps({args.name: sim.credentials()}, indent=2), flush=True)
+        print(
+            f"{args.name} simulator on {sim.base_url} ({args.time_scale:g}x time); the JSON on stdout is its "
+            "--vendors-file",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -374,8 +444,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--time-scale",
             type=float,
-            default=DEMO_TIME_SCALE if demo else 1.0,
-            help="vendor seconds per real second (simulators and schedules)",
+            default=None,
+            help=f"vendor seconds per real second (simulators and schedules); default: {DEMO_TIME_SCALE:g} with "
+            "the bundled simulators, 1 with --vendors-file (which refuses any other)",
         )
         sp.add_argument("--out", default="dsr-out" if demo else None, help="copy archives + manifest here")
         sp.add_argument("--timeout", type=float, default=600.0, help="give up after this many real seconds")
@@ -443,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve.run_args(args)
     if args.command == "openapi":
         return openapi(check=args.check)
+    if args.time_scale is None:
+        args.time_scale = 1.0 if args.vendors_file else DEMO_TIME_SCALE
     if args.time_scale <= 0:
         return _usage("--time-scale must be positive")
     try:

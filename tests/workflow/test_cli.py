@@ -110,3 +110,80 @@ def test_run_with_the_approval_gate_denied_sends_nothing_destructive(tmp_path):
     denied = next(line for line in out.splitlines() if line.startswith("  bloomreach  erase   denied"))
     assert "denied by the local CLI" in denied
     assert sim.destructive_calls() == []
+
+
+def test_run_without_a_vendors_file_runs_the_simulators_at_the_demo_s_time_scale():
+    result = run_cli(
+        "run", "--email", SAMPLE.email, "--customer-id", f"registered={SAMPLE.registered}", "--vendors", "bloomreach"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Started vendor simulators (86400x time): bloomreach http://127.0.0.1:" in result.stdout
+
+
+def test_run_refuses_a_compressed_time_scale_with_a_real_vendor(tmp_path):
+    vendors = tmp_path / "vendors.json"
+    vendors.write_text(json.dumps({"qualifio": {"base_url": "https://api.qualif.io", "api_token": "t"}}))
+    result = run_cli("run", "--email", SAMPLE.email, "--vendors-file", str(vendors), "--time-scale", "3600")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--time-scale 3600 with --vendors-file naming a real vendor (qualifio)" in result.stderr
+    assert "orphaning it" in result.stderr
+    assert "Traceback" not in result.stderr and "Request" not in result.stdout  # refused before anything ran
+
+
+def test_run_refuses_a_vendors_file_naming_an_unknown_vendor(tmp_path):
+    vendors = tmp_path / "vendors.json"
+    vendors.write_text(json.dumps({"acme": {"base_url": "https://acme.example"}}))
+    result = run_cli("run", "--email", SAMPLE.email, "--vendors-file", str(vendors))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'acme' is not a known vendor (known: bloomreach, elevate, qualifio)" in result.stderr
+
+
+def test_an_unknown_vendor_name_is_a_400_listing_the_known_vendors():
+    result = run_cli("run", "--email", SAMPLE.email, "--vendors", "nope")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Request rejected (HTTP 400):" in result.stderr
+    assert "vendors.0: is not a vendor of this deployment (known: bloomreach, elevate, qualifio)" in result.stderr
+
+
+def test_a_timeout_is_an_exit_code_and_a_message_not_a_traceback():
+    # Elevate's first look is after its 5-day archive window: 5 s at the demo's scale, past a 1 s timeout.
+    result = run_cli(
+        "run", "--email", SAMPLE.email, "--customer-key", SAMPLE.customer_key, "--vendors", "elevate", "--timeout", "1"
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Timed out: request " in result.stderr and "still running after 1s (--timeout)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_simulator_s_json_is_a_vendors_file_as_printed(tmp_path):
+    vendors = tmp_path / "vendors.json"
+    with vendors.open("w") as out:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "local", "simulator", "bloomreach"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert sim.stderr is not None
+            banner = sim.stderr.readline()  # printed once the simulator listens, after its JSON
+            assert "bloomreach simulator on http://127.0.0.1:" in banner
+            printed = json.loads(vendors.read_text())
+            assert set(printed) == {"bloomreach"}
+            result = run_cli(
+                "run",
+                "--email",
+                SAMPLE.email,
+                "--customer-id",
+                f"registered={SAMPLE.registered}",
+                "--vendors-file",
+                str(vendors),
+                "--timeout",
+                "60",
+            )
+        finally:
+            sim.terminate()
+            sim.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bloomreach  export  completed" in result.stdout

@@ -17,7 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
+from bench import cost
 from local.cli import Gatekeeper
 from local.engine import LocalCloud
 from local.simulators import SIMULATORS, simulator_class
@@ -52,6 +54,9 @@ class Figures:
     ddb: DynamoMeter | None = None
     s3_calls: Counter[str] = field(default_factory=Counter)
     vendors: list[str] = field(default_factory=list)
+    invocations: list[tuple[str, float]] = field(default_factory=list)  # (role, seconds), every Lambda call
+    events: int = 0  # EventBridge events the functions put
+    stored_bytes: int = 0  # what the request left in the bucket
 
 
 def run_once(time_scale: float, require_approval: str = "none") -> Figures:
@@ -59,6 +64,7 @@ def run_once(time_scale: float, require_approval: str = "none") -> Figures:
     label = f"time scale {time_scale:>9,.0f}x, approval gate {require_approval}" + (" (auto-approved)" if gated else "")
     figures = Figures(label)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_time_invocations(figures.invocations))
         sims = {n: stack.enter_context(simulator_class(n)(time_scale=time_scale)) for n in SIMULATORS}
         cloud = stack.enter_context(
             LocalCloud(
@@ -89,6 +95,9 @@ def run_once(time_scale: float, require_approval: str = "none") -> Figures:
         figures.transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         figures.history_events = len(history)
         figures.lambda_invocations = sum(1 for e in history if e["type"] == "TaskScheduled")
+        figures.events = len(cloud.events())
+        listed = cloud.client("s3").get_paginator("list_objects_v2").paginate(Bucket=cloud.bucket)
+        figures.stored_bytes = sum(o["Size"] for page in listed for o in page.get("Contents", []))
         for name, sim in sims.items():
             calls = sim.calls
             polls = len(sim.calls_to(STATUS_CALLS[name]))
@@ -131,6 +140,42 @@ def _print(f: Figures) -> None:
     print("    S3 requests by the tasks: " + ", ".join(f"{op} {n}" for op, n in sorted(f.s3_calls.items())))
     for line in f.vendors:
         print(f"    {line}")
+
+
+@contextlib.contextmanager
+def _time_invocations(into: list[tuple[str, float]]) -> Any:
+    """Time every in-process Lambda invocation (local.engine's dispatch, which LocalCloud patches into moto
+    when it starts): (function role, seconds the handler ran). What Lambda bills is longer: see bench/cost.py."""
+    import local.engine as engine
+
+    real = engine._dispatch
+
+    def timed(backend: Any, function_name: str, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return real(backend, function_name, *args)
+        finally:
+            name = function_name.split(":function:")[-1].split(":")[0]
+            into.append((name.removeprefix(f"{engine.PREFIX}-"), time.perf_counter() - t0))
+
+    with mock.patch.object(engine, "_dispatch", timed):
+        yield
+
+
+def usage(f: Figures) -> cost.Usage:
+    """One run's counts, as bench/cost.py prices them."""
+    ddb = f.ddb or DynamoMeter(None)
+    return cost.Usage(
+        transitions=f.transitions,
+        history_events=f.history_events,
+        invocations=tuple(f.invocations),
+        s3_calls=f.s3_calls,
+        ddb_write_units=ddb.write_units + ddb.index_write_units,
+        ddb_read_units=ddb.read_units,
+        events=f.events,
+        api_calls=f.api_calls,
+        stored_bytes=f.stored_bytes,
+    )
 
 
 def _count_s3_calls() -> Counter[str]:
@@ -341,3 +386,7 @@ def main() -> None:
     runs = [run_once(86400.0), run_once(4 * 86400.0)]
     gated = run_once(4 * 86400.0, require_approval="erase")
     compare([runs[-1], gated])
+    for f in (runs[-1], gated):
+        print()
+        for line in cost.report(usage(f), f.label.split(", ", 1)[1]):
+            print(line)

@@ -1,6 +1,6 @@
 """Models at every boundary of the workflow: the request (API, EventBridge, CLI), task input/output, manifest.
 
-What travels through Step Functions (ExecutionInput, ActionTask, ActionOutcome, Summary) carries ids,
+What travels through Step Functions (ExecutionInput, StepState, ActionOutcome, Summary) carries ids,
 vendor names, statuses and S3 keys only. The subject and the free-text justification live in
 `StoredRequest`, which is written to the encrypted bucket and read back by reference.
 """
@@ -357,9 +357,6 @@ class StepState(BaseModel):
     approval: Approval | None = None
     approval_wait: ApprovalWait | None = None
     approval_timed_out: dict[str, Any] | None = None  # the gate's States.Timeout, until ask_approval looked at it
-
-
-ActionTask = StepState  # the name the tasks used before the step state was one model
 
 
 Step = Literal["approval", "submit", "check", "collect"]

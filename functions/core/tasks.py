@@ -32,7 +32,6 @@ from core.ledger import Ledger
 from core.models import (
     OUTCOME_STATUSES,
     ActionOutcome,
-    ActionTask,
     ApprovalWait,
     AttemptOutcome,
     ExecutionInput,
@@ -124,7 +123,7 @@ def _with_job(
 
 
 @contextmanager
-def _vendor_words(rt: Runtime, task: ActionTask, step: str, ctx: JobContext) -> Iterator[None]:
+def _vendor_words(rt: Runtime, task: StepState, step: str, ctx: JobContext) -> Iterator[None]:
     """Keep what the vendor said during this step privately, on success and on failure; on failure, point
     the error's message at the kept object and run the message through the subject backstop."""
     try:
@@ -141,7 +140,7 @@ def _vendor_words(rt: Runtime, task: ActionTask, step: str, ctx: JobContext) -> 
         vendor_said.keep(rt.store, task.request_id, task.vendor, task.action.value, step, ctx.vendor_said)
 
 
-def _recorded(rt: Runtime, task: ActionTask, event: str, out: dict[str, Any], request: StoredRequest) -> dict[str, Any]:
+def _recorded(rt: Runtime, task: StepState, event: str, out: dict[str, Any], request: StoredRequest) -> dict[str, Any]:
     """`out` unchanged, after its step went to the ledger (which never raises: core/ledger.py)."""
     if rt.ledger is None:
         return out
@@ -181,7 +180,7 @@ def _destructive(action: Action) -> bool:
     return action is Action.ERASE
 
 
-def _require_verified_export(rt: Runtime, task: ActionTask) -> None:
+def _require_verified_export(rt: Runtime, task: StepState) -> None:
     if task.action is not Action.ERASE or Action.EXPORT not in task.actions:
         return
     export = rt.store.get_json(outcome_key(task.request_id, task.vendor, Action.EXPORT.value))
@@ -203,7 +202,7 @@ class _Submissions:
 
     UNSETTLED = ("started", "uncertain")
 
-    def __init__(self, rt: Runtime, task: ActionTask):
+    def __init__(self, rt: Runtime, task: StepState):
         self.rt = rt
         self.key = submission_key(task.request_id, task.vendor, task.action.value, task.attempt)
         raw = rt.store.get_json(self.key) or {}
@@ -255,7 +254,7 @@ def _uncertain(exc: BaseException) -> bool:
     return not isinstance(exc, DsrError)
 
 
-def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
+def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
     _require_verified_export(rt, task)
     connector = _connector(rt, task.vendor, request)
@@ -303,7 +302,7 @@ def submit(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
 
 
-def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
+def check(task: StepState, rt: Runtime) -> dict[str, Any]:
     assert task.job is not None, "check needs the submitted job"
     request = rt.store.load_request(task.request_id)
     ctx = _context(rt, request)
@@ -332,11 +331,11 @@ def check(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     return _recorded(rt, task, "checked", _with_job(task, job, progress, ctx.now, request), request)
 
 
-def _archive_prefix(task: ActionTask) -> str:
+def _archive_prefix(task: StepState) -> str:
     return f"{request_prefix(task.request_id)}{task.vendor}/{task.action.value}/"
 
 
-def _already_stored(rt: Runtime, task: ActionTask) -> list[StoredArchive]:
+def _already_stored(rt: Runtime, task: StepState) -> list[StoredArchive]:
     """Archives a previous attempt of this collect stored before it failed to record its outcome. Reused
     (re-hashed and re-verified from S3) instead of downloading again: Elevate's download is single-shot."""
     from core.archive_store import rehash_stored
@@ -355,7 +354,7 @@ def _already_stored(rt: Runtime, task: ActionTask) -> list[StoredArchive]:
     return found
 
 
-def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
+def collect(task: StepState, rt: Runtime) -> dict[str, Any]:
     assert task.job is not None, "collect needs the finished job"
     request = rt.store.load_request(task.request_id)
     ctx = _context(rt, request)
@@ -399,7 +398,7 @@ def collect(task: ActionTask, rt: Runtime) -> dict[str, Any]:
     return _recorded(rt, task, "collected", payload, request)
 
 
-def _planned(task: ActionTask, job: Job) -> dict[str, Any]:
+def _planned(task: StepState, job: Job) -> dict[str, Any]:
     if job.state.get("planned"):
         found = job.state.get("found")
         return {
@@ -415,7 +414,7 @@ def _planned(task: ActionTask, job: Job) -> dict[str, Any]:
 
 
 def _fetch_and_store(
-    rt: Runtime, task: ActionTask, connector: Connector, job: Job, ctx: JobContext
+    rt: Runtime, task: StepState, connector: Connector, job: Job, ctx: JobContext
 ) -> list[StoredArchive]:
     archives = connector.collect(job, ctx)
     stored: list[StoredArchive] = []

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.errors import DsrError, TaskCrashed
 from core.http import invocation_deadline
-from core.models import ActionTask
+from core.models import StepState
 from core.tasks import Runtime
 from handlers.runtime import runtime
 
@@ -36,7 +36,7 @@ def _seconds_between(start: Any, end: Any) -> float | None:
 
 
 def job_task(
-    step: Callable[[ActionTask, Runtime], dict[str, Any]],
+    step: Callable[[StepState, Runtime], dict[str, Any]],
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """A Lambda handler for one job-loop step: parse the task, run the step inside the Lambda's remaining time,
     log the outcome.
@@ -51,7 +51,7 @@ def job_task(
     @tracer.capture_lambda_handler
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        task = ActionTask.model_validate(event)
+        task = StepState.model_validate(event)
         logger.append_keys(vendor=task.vendor, action=task.action.value, step=name)
         started = time.monotonic()
         try:

@@ -287,24 +287,9 @@ def follow(
 ) -> dict[str, Any]:
     """LocalCloud.wait with the approval gates answered as they open; the time spent waiting on a person at
     the prompt does not count against `timeout`."""
-    if gates is None:
-        return cloud.wait(request_id, timeout=timeout, on_event=printer)
-    sfn = cloud.client("stepfunctions")
-    arn = cloud.execution_arn(request_id)
-    seen = 0
-    deadline = time.monotonic() + timeout
-    while True:
-        execution: dict[str, Any] = sfn.describe_execution(executionArn=arn)
-        events = cloud.history(request_id)
-        for event in events[seen:]:
-            printer(event)
-        seen = len(events)
-        if execution["status"] != "RUNNING":
-            return execution
-        deadline += gates.poll()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"execution {request_id} still running after {timeout:.0f}s")
-        time.sleep(poll)
+    return cloud.wait(
+        request_id, timeout=timeout, on_event=printer, poll=poll, between=gates.poll if gates is not None else None
+    )
 
 
 def _cause(error: Any) -> str:

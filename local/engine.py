@@ -473,8 +473,11 @@ class LocalCloud:
         timeout: float = 300.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         poll: float = 0.2,
+        between: Callable[[], float] | None = None,
     ) -> dict[str, Any]:
-        """Block until the execution ends; returns describe_execution. `on_event` sees each new history event."""
+        """Block until the execution ends; returns describe_execution. `on_event` sees each new history event;
+        `between` runs between two polls and returns seconds not to count against `timeout` (a person's time at
+        a prompt)."""
         sfn = self.client("stepfunctions")
         arn = self.execution_arn(request_id)
         seen = 0
@@ -488,6 +491,8 @@ class LocalCloud:
                 seen = len(events)
             if execution["status"] != "RUNNING":
                 return execution
+            if between is not None:
+                deadline += between()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution {request_id} still running after {timeout:.0f}s")
             time.sleep(poll)

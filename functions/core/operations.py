@@ -501,7 +501,7 @@ def _so_far(ops: Ops, request_id: str, item: dict[str, Any], attempt: int, now: 
 def cancel(ops: Ops, request_id: str, body: CancelBody, *, principal: str) -> dict[str, Any]:
     """POST /requests/{id}/cancel: stop the running execution and write a `cancelled` manifest with the
     outcomes so far; vendor jobs already submitted are listed as such (they cannot be withdrawn)."""
-    from core.tasks import merge_attempts, summarise
+    from core.tasks import earlier_outcomes, merge_attempts, summarise
 
     item = _item(ops, request_id)
     status = str(item.get("status"))
@@ -520,7 +520,9 @@ def cancel(ops: Ops, request_id: str, body: CancelBody, *, principal: str) -> di
         # The cause is fixed wording: it stays in the execution history.
         ops.sfn.stop_execution(executionArn=arn, error="Cancelled", cause="cancelled through the dsrflow API")
     now = ops.now()
-    outcomes = merge_attempts(_earlier(ops, request_id, attempt), _so_far(ops, request_id, item, attempt, now), attempt)
+    outcomes = merge_attempts(
+        earlier_outcomes(ops.store, request_id, attempt), _so_far(ops, request_id, item, attempt, now), attempt
+    )
     counts, _ = summarise(outcomes)
     deadline = datetime.fromisoformat(item["deadline"])
     original = item.get("original_deadline")
@@ -553,14 +555,6 @@ def cancel(ops: Ops, request_id: str, body: CancelBody, *, principal: str) -> di
         },
     )
     return {"request_id": request_id, "status": "cancelled", "manifest": manifest.summary(), "event": delivered}
-
-
-def _earlier(ops: Ops, request_id: str, attempt: int) -> list[ActionOutcome]:
-    """The outcomes the previous attempt's manifest recorded (a cancelled retry keeps what came before)."""
-    if attempt <= 1:
-        return []
-    previous = ops.store.load_attempt_manifest(request_id, attempt - 1)
-    return list(previous.outcomes) if previous is not None else []
 
 
 # --- extending --------------------------------------------------------------------------------------------

@@ -677,11 +677,12 @@ def summarise(
     return counts, status
 
 
-def earlier_outcomes(rt: Runtime, request_id: str, attempt: int) -> list[ActionOutcome]:
-    """The outcomes of the attempt before `attempt` (its own manifest under proof/), none for the first."""
+def earlier_outcomes(store: Store, request_id: str, attempt: int) -> list[ActionOutcome]:
+    """The outcomes of the attempt before `attempt` (its own manifest under proof/), none for the first: what
+    finalize merges a retry into, and what a cancelled retry keeps."""
     if attempt <= 1:
         return []
-    earlier = rt.store.load_attempt_manifest(request_id, attempt - 1) or rt.store.load_manifest(request_id)
+    earlier = store.load_attempt_manifest(request_id, attempt - 1) or store.load_manifest(request_id)
     return list(earlier.outcomes) if earlier is not None else []
 
 
@@ -694,7 +695,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
         ActionOutcome(vendor=s.vendor, action=s.action, status="skipped", reason=s.reason) for s in execution.skipped
     ]
     outcomes = merge_attempts(
-        earlier_outcomes(rt, execution.request_id, execution.attempt), outcomes, execution.attempt
+        earlier_outcomes(rt.store, execution.request_id, execution.attempt), outcomes, execution.attempt
     )
     counts, status = summarise(outcomes)
     deadline, original = _deadline(rt, execution.request_id, fallback=execution.deadline)

@@ -201,46 +201,34 @@ def store_archive(
         archive.close()
 
 
-class _Upload:
+class _Multipart:
+    """One multipart upload to s3://bucket/key, SSE-KMS, every part with its CRC32: create, send parts,
+    complete (confirming a lost answer by HEAD), abort. `_Upload` (an archive pulled from a vendor) and
+    `MultipartWriter` (a file-like written to, the access package) fill the parts."""
+
     def __init__(
         self,
         s3: S3Client,
         bucket: str,
         key: str,
         kms_key_id: str,
-        archive: Archive,
         part_size: int,
         sleep: Callable[[float], None],
+        content_type: str,
     ):
         self.s3 = s3
         self.bucket = bucket
         self.key = key
         self.kms_key_id = kms_key_id
-        self.archive = archive
         self.part_size = part_size
         self.sleep = sleep
-        self.content_type = archive.content_type or "application/octet-stream"
+        self.content_type = content_type
         self.token = uuid.uuid4().hex
         self.upload_id: str | None = None
         self.parts: list[CompletedPartTypeDef] = []
         self.received = 0
-        self.verifier: Verifier | None = None
 
-    def run(self) -> StoredArchive:
-        if self.archive.length is not None and self.archive.length > self.part_size * MAX_PARTS:
-            raise ArchiveTransferError(
-                f"{self.key}: the vendor announced {self.archive.length} bytes, more than {MAX_PARTS} parts of "
-                f"{self.part_size} bytes can hold; nothing was stored"
-            )
-        # Before any S3 call: a zip announced too big for the spool is refused with nothing to undo.
-        self.verifier = verifier_for(self.archive.kind, self.key, length=self.archive.length)
-        try:
-            return self._run()
-        finally:
-            self.verifier.close()
-
-    def _run(self) -> StoredArchive:
-        assert self.verifier is not None
+    def _create(self, **extra: Any) -> None:
         created = self._s3(
             "CreateMultipartUpload",
             lambda _: self.s3.create_multipart_upload(
@@ -251,96 +239,10 @@ class _Upload:
                 SSEKMSKeyId=self.kms_key_id,
                 Metadata={UPLOAD_TOKEN: self.token},
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                **extra,
             ),
         )
         self.upload_id = created["UploadId"]
-        try:
-            digest = self._send_parts()
-            result = self.verifier.finish()
-            self._complete()
-        except BaseException as exc:
-            # BaseException too: a KeyboardInterrupt or SystemExit must not leave parts behind either.
-            self._abort()
-            if isinstance(exc, Exception) and not isinstance(exc, DsrError):
-                raise ArchiveTransferError(
-                    f"{self.key}: transfer failed after {self.received} bytes ({type(exc).__name__}); "
-                    "nothing was stored"
-                ) from None
-            raise
-        log.info(
-            "archive stored",
-            extra={
-                "key": self.key,
-                "bytes": self.received,
-                "parts": len(self.parts),
-                "verified": result.kind,
-                "members": result.members,
-            },
-        )
-        return StoredArchive(
-            key=self.key,
-            name=self.archive.name,
-            content_type=self.content_type,
-            bytes=self.received,
-            sha256=digest,
-            verified=result.kind,
-            members=result.members,
-        )
-
-    def _send_parts(self) -> str:
-        """Re-buffer the chunks into parts of exactly `part_size` (the last one shorter), feeding the verifier;
-        return the sha256."""
-        assert self.verifier is not None
-        expected = self.archive.length
-        sha = hashlib.sha256()
-        # One fixed buffer, filled through memoryviews: no regrowth per part, and chunks of any size (a
-        # byte, or bigger than a part) are split without intermediate copies.
-        buffer = memoryview(bytearray(self.part_size))
-        filled = 0
-        for chunk in self._chunks():
-            sha.update(chunk)
-            self.received += len(chunk)
-            # Stop at the first byte too many: no point streaming a runaway body to the end.
-            if expected is not None and self.received > expected:
-                raise ArchiveTransferError(
-                    f"{self.key}: the vendor announced {expected} bytes but sent more; nothing was stored"
-                )
-            self.verifier.feed(chunk)
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), self.part_size - filled)
-                buffer[filled : filled + take] = view[:take]
-                filled += take
-                view = view[take:]
-                if filled == self.part_size:
-                    self._send_part(buffer)
-                    filled = 0
-        if expected is not None and self.received != expected:
-            raise ArchiveTransferError(
-                f"{self.key}: the vendor announced {expected} bytes but sent {self.received}; nothing was stored"
-            )
-        # The remainder is the last part. An empty archive still needs one part: S3 sets no minimum size
-        # for the last part, and moto accepts a single empty part as the whole upload (tested).
-        if filled or not self.parts:
-            self._send_part(buffer[:filled])
-        return sha.hexdigest()
-
-    def _chunks(self) -> Iterator[bytes]:
-        """The archive's chunks; a failure while reading becomes an ArchiveTransferError."""
-        it = iter(self.archive.chunks)
-        while True:
-            try:
-                chunk = next(it)
-            except StopIteration:
-                return
-            except Exception as exc:
-                # Our own errors have messages written to be quoted; anyone else's only by type.
-                detail = str(exc) if isinstance(exc, DsrError) else type(exc).__name__
-                raise ArchiveTransferError(
-                    f"{self.key}: the download broke off after {self.received} bytes ({detail}); nothing was stored"
-                ) from None
-            if chunk:
-                yield chunk
 
     def _send_part(self, data: memoryview) -> None:
         number = len(self.parts) + 1
@@ -449,6 +351,214 @@ class _Upload:
                 "could not abort multipart upload; the lifecycle rule will remove its parts",
                 extra={"key": self.key, "upload_id": self.upload_id, "error": error_code(exc)},
             )
+
+
+class _Upload(_Multipart):
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        key: str,
+        kms_key_id: str,
+        archive: Archive,
+        part_size: int,
+        sleep: Callable[[float], None],
+    ):
+        super().__init__(
+            s3, bucket, key, kms_key_id, part_size, sleep, archive.content_type or "application/octet-stream"
+        )
+        self.archive = archive
+        self.verifier: Verifier | None = None
+
+    def run(self) -> StoredArchive:
+        if self.archive.length is not None and self.archive.length > self.part_size * MAX_PARTS:
+            raise ArchiveTransferError(
+                f"{self.key}: the vendor announced {self.archive.length} bytes, more than {MAX_PARTS} parts of "
+                f"{self.part_size} bytes can hold; nothing was stored"
+            )
+        # Before any S3 call: a zip announced too big for the spool is refused with nothing to undo.
+        self.verifier = verifier_for(self.archive.kind, self.key, length=self.archive.length)
+        try:
+            return self._run()
+        finally:
+            self.verifier.close()
+
+    def _run(self) -> StoredArchive:
+        assert self.verifier is not None
+        self._create()
+        try:
+            digest = self._send_parts()
+            result = self.verifier.finish()
+            self._complete()
+        except BaseException as exc:
+            # BaseException too: a KeyboardInterrupt or SystemExit must not leave parts behind either.
+            self._abort()
+            if isinstance(exc, Exception) and not isinstance(exc, DsrError):
+                raise ArchiveTransferError(
+                    f"{self.key}: transfer failed after {self.received} bytes ({type(exc).__name__}); "
+                    "nothing was stored"
+                ) from None
+            raise
+        log.info(
+            "archive stored",
+            extra={
+                "key": self.key,
+                "bytes": self.received,
+                "parts": len(self.parts),
+                "verified": result.kind,
+                "members": result.members,
+            },
+        )
+        return StoredArchive(
+            key=self.key,
+            name=self.archive.name,
+            content_type=self.content_type,
+            bytes=self.received,
+            sha256=digest,
+            verified=result.kind,
+            members=result.members,
+        )
+
+    def _send_parts(self) -> str:
+        """Re-buffer the chunks into parts of exactly `part_size` (the last one shorter), feeding the verifier;
+        return the sha256."""
+        assert self.verifier is not None
+        expected = self.archive.length
+        sha = hashlib.sha256()
+        # One fixed buffer, filled through memoryviews: no regrowth per part, and chunks of any size (a
+        # byte, or bigger than a part) are split without intermediate copies.
+        buffer = memoryview(bytearray(self.part_size))
+        filled = 0
+        for chunk in self._chunks():
+            sha.update(chunk)
+            self.received += len(chunk)
+            # Stop at the first byte too many: no point streaming a runaway body to the end.
+            if expected is not None and self.received > expected:
+                raise ArchiveTransferError(
+                    f"{self.key}: the vendor announced {expected} bytes but sent more; nothing was stored"
+                )
+            self.verifier.feed(chunk)
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), self.part_size - filled)
+                buffer[filled : filled + take] = view[:take]
+                filled += take
+                view = view[take:]
+                if filled == self.part_size:
+                    self._send_part(buffer)
+                    filled = 0
+        if expected is not None and self.received != expected:
+            raise ArchiveTransferError(
+                f"{self.key}: the vendor announced {expected} bytes but sent {self.received}; nothing was stored"
+            )
+        # The remainder is the last part. An empty archive still needs one part: S3 sets no minimum size
+        # for the last part, and moto accepts a single empty part as the whole upload (tested).
+        if filled or not self.parts:
+            self._send_part(buffer[:filled])
+        return sha.hexdigest()
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The archive's chunks; a failure while reading becomes an ArchiveTransferError."""
+        it = iter(self.archive.chunks)
+        while True:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                # Our own errors have messages written to be quoted; anyone else's only by type.
+                detail = str(exc) if isinstance(exc, DsrError) else type(exc).__name__
+                raise ArchiveTransferError(
+                    f"{self.key}: the download broke off after {self.received} bytes ({detail}); nothing was stored"
+                ) from None
+            if chunk:
+                yield chunk
+
+
+class MultipartWriter(_Multipart):
+    """A write-only, non-seekable file streamed into s3://bucket/key by multipart upload: what zipfile writes
+    the access package into (core/package.py). Memory: one part buffer (and the copy handed to botocore).
+
+        with MultipartWriter(s3, bucket, key, kms_key_id, content_type="application/zip") as out:
+            out.write(b"...")
+        out.stored  # (bytes, sha256) once the upload completed
+
+    Nothing is visible at the key until the with-block ends without an error: then the upload completes. On
+    any error inside the block, or when completing fails, the upload is aborted and nothing is stored.
+    Raises ArchiveTransferError when S3 fails (after S3_ATTEMPTS for transient errors) or the object would
+    exceed MAX_PARTS parts.
+    """
+
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        key: str,
+        kms_key_id: str,
+        *,
+        content_type: str = "application/octet-stream",
+        content_disposition: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes, got {part_size}")
+        super().__init__(s3, bucket, key, kms_key_id, part_size, sleep, content_type)
+        self.content_disposition = content_disposition
+        self._buffer = memoryview(bytearray(part_size))
+        self._filled = 0
+        self._sha = hashlib.sha256()
+        self.stored: tuple[int, str] | None = None
+
+    def __enter__(self) -> MultipartWriter:
+        self._create(**({"ContentDisposition": self.content_disposition} if self.content_disposition else {}))
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if kind is not None:
+            self._abort()
+            return
+        try:
+            # The remainder is the last part (an empty object still needs one part).
+            if self._filled or not self.parts:
+                self._send_part(self._buffer[: self._filled])
+                self._filled = 0
+            self._complete()
+        except BaseException:
+            self._abort()
+            raise
+        self.stored = (self.received, self._sha.hexdigest())
+
+    # What zipfile asks of a file it writes to (it wraps a non-seekable one and counts positions itself).
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.received
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Nothing to do: the with-block's end completes (or aborts) the upload, not zipfile's close."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self._sha.update(view)
+        self.received += size
+        while view:
+            take = min(len(view), self.part_size - self._filled)
+            self._buffer[self._filled : self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.part_size:
+                self._send_part(self._buffer)
+                self._filled = 0
+        return size
 
 
 def rehash_stored(

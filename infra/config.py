@@ -55,6 +55,10 @@ _LOG_RETENTION = {
 }
 
 
+MAX_PACKAGE_URL_SECONDS = 43200  # the bound core/settings.py enforces too
+MAX_CONTROLLER_TEXT_BYTES = 64 * 1024
+
+
 class DeployConfigError(Exception):
     """The deployment cannot be synthesized as configured; the message says which setting to fix."""
 
@@ -81,6 +85,10 @@ class Config:
     alarm_topic_arn: str | None
     skip_lambda_deps: bool
     lambda_deps_dir: Path
+    # GET /requests/{id}/package: how long a link lives (PACKAGE_URL_SECONDS; SECURITY.md says why not longer).
+    package_url_seconds: int = 3600
+    # The deployer's text about the controller for the access package (a UTF-8 file), else the bundled default.
+    controller_text: Path | None = None
 
     @property
     def stack_name(self) -> str:
@@ -226,6 +234,13 @@ def load_config(node: Node) -> Config:
     if topic is not None and not str(topic).startswith("arn:"):
         raise DeployConfigError(f"context 'alarmTopicArn' must be an SNS topic ARN, got {topic!r}")
 
+    package_url_seconds = _int(node, "packageUrlSeconds", 3600, minimum=60)
+    if package_url_seconds > MAX_PACKAGE_URL_SECONDS:
+        raise DeployConfigError(
+            f"context 'packageUrlSeconds' must be at most {MAX_PACKAGE_URL_SECONDS} (12 h): a link signed by the "
+            "intake role's temporary credentials cannot outlive them (SECURITY.md)"
+        )
+
     return Config(
         stage=stage,
         vendors=_vendors(node),
@@ -245,7 +260,33 @@ def load_config(node: Node) -> Config:
         alarm_topic_arn=str(topic) if topic is not None else None,
         skip_lambda_deps=skip_deps,
         lambda_deps_dir=deps_dir,
+        package_url_seconds=package_url_seconds,
+        controller_text=_controller_text(node),
     )
+
+
+def _controller_text(node: Node) -> Path | None:
+    value = _raw(node, "controllerText", None)
+    if value is None:
+        return None
+    path = Path(str(value))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DeployConfigError(f"context 'controllerText': cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeployConfigError(f"context 'controllerText': {path} is not UTF-8 text") from None
+    if not text.strip():
+        raise DeployConfigError(f"context 'controllerText': {path} is empty")
+    if len(data) > MAX_CONTROLLER_TEXT_BYTES:
+        raise DeployConfigError(
+            f"context 'controllerText': {path} has {len(data)} bytes, more than {MAX_CONTROLLER_TEXT_BYTES}"
+        )
+    return path
 
 
 def log_retention(days: int) -> logs.RetentionDays:

@@ -7,7 +7,9 @@ contract"): no AWS managed policy, no resource "*" except the X-Ray actions that
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -19,7 +21,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from handlers.catalog import HANDLERS
-from infra.config import FUNCTIONS_DIR, LAMBDA_ARCH, LAMBDA_PYTHON, Config, log_retention
+from infra.config import FUNCTIONS_DIR, LAMBDA_ARCH, LAMBDA_PYTHON, REPO_ROOT, Config, log_retention
 from infra.ledger import OPEN_INDEX, STATUS_INDEX
 from infra.secrets import VendorSecrets
 from infra.storage import PROOF_PREFIX, REQUESTS_PREFIX, Storage
@@ -27,7 +29,9 @@ from infra.storage import PROOF_PREFIX, REQUESTS_PREFIX, Storage
 RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, f"PYTHON_{LAMBDA_PYTHON.replace('.', '_')}")
 ARCHITECTURE = lambda_.Architecture.ARM_64 if LAMBDA_ARCH == "aarch64" else lambda_.Architecture.X86_64
 SERVICE = "dsrflow"
-SECRETS_MAX_AGE = 300  # seconds Powertools caches a vendor secret: a fixed secret is picked up within 5 min
+SECRETS_MAX_AGE = 300
+PACKAGE_READ_MB = 8  # one ranged read of a vendor zip while packing (PACKAGE_READ_MB): the package's read memory
+CONTROLLER_TEXT_PATH = "/opt/dsrflow/controller.txt"  # where the controllerText layer puts the file  # seconds Powertools caches a vendor secret: a fixed secret is picked up within 5 min
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ SIZING: dict[str, Sizing] = {
     "submit": Sizing(512, Duration.minutes(5)),
     "check": Sizing(512, Duration.minutes(5)),
     "collect": Sizing(1769, Duration.minutes(15), COLLECT_EPHEMERAL_MB),
+    # Deflate and sha256 over every byte of every export on one vCPU: about 52 MiB/s for text, 254 MiB/s for
+    # media stored as is (make bench), so 15 minutes packs the 32 GiB a package may hold. Memory: one ranged-read
+    # block and one part, whatever the data (core/package.py): 87 MiB peak RSS for a 1 GiB vendor zip.
+    "package": Sizing(1769, Duration.minutes(15)),
     "finalize": Sizing(512, Duration.minutes(1)),
     "approval": Sizing(512, Duration.minutes(1)),  # a ledger read and write, an S3 read, one event
     "record": Sizing(256, Duration.minutes(1)),  # one outcome.json and a ledger write
@@ -94,6 +102,8 @@ VENDOR_SAID = f"{REQUESTS_PREFIX}*/*/*/vendor-said/*"  # the vendor's own words 
 VENDOR_SAID_PREFIX = f"{REQUESTS_PREFIX}*/*/*/vendor-said/"  # what finalize lists (core/vendor_said.keys)
 # One vendor action's folder: its archives, outcome.json, submission.json and vendor-said/ (core.domain.Action).
 ACTION_FOLDERS = (f"{REQUESTS_PREFIX}*/*/export/*", f"{REQUESTS_PREFIX}*/*/erase/*")
+EXPORT_FOLDER = f"{REQUESTS_PREFIX}*/*/export/*"  # an export's archives (what the access package unpacks)
+PACKAGE = f"{REQUESTS_PREFIX}*/package/*"  # the access package (core.store.package_key)
 
 
 # What each handler does with the request ledger (functions/core/ledger.py): intake puts the request item and
@@ -136,8 +146,9 @@ S3_ACCESS: dict[str, S3Access] = {
     # GET /requests/{id}: the manifest, or its proof copy once the request data expired.
     # Retry: the request and the last attempt's manifest. Cancel: each action's outcome and submission record
     # (what was sent), then the cancelled manifest's copies.
+    # GET /requests/{id}/package: HEAD the package, and sign the link to it (a presigned GET is this role's).
     "intake": S3Access(
-        get=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST, OUTCOME, SUBMISSION),
+        get=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST, OUTCOME, SUBMISSION, PACKAGE),
         put=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
     ),
     # The subject, the export's outcome (erase waits for a verified export), the submission record (read,
@@ -156,6 +167,15 @@ S3_ACCESS: dict[str, S3Access] = {
         get=(MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
         put=(MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
         list_prefixes=(VENDOR_SAID_PREFIX,),
+    ),
+    # The access package: every export's archives read (ranged GETs), the earlier attempt's manifest (a retry
+    # packs what earlier attempts collected); the zip put by multipart upload and aborted on any failure.
+    # Never request.json: the package needs no subject. ListBucket stays unconditioned (as for the others that
+    # read): a missing earlier manifest must answer 404, not 403.
+    "package": S3Access(
+        get=(EXPORT_FOLDER, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
+        put=(PACKAGE,),
+        abort=(PACKAGE,),
     ),
     # The export's outcome an erase depends on; never the subject (the deadline comes from the ledger).
     "approval": S3Access(get=(EXPORT_OUTCOME,)),
@@ -217,6 +237,9 @@ class Functions(Construct):
                 env["APPROVAL_MODE"] = config.approval_mode
             if name == "intake":
                 env["REQUIRE_APPROVAL"] = config.require_approval  # each execution's approval gate
+                env["PACKAGE_URL_SECONDS"] = str(config.package_url_seconds)
+            if name == "package":
+                env["PACKAGE_READ_MB"] = str(PACKAGE_READ_MB)
             if name == "collect":
                 env["ARCHIVE_SPOOL_LIMIT_MB"] = str(SPOOL_LIMIT_MB)
             if name in EVENT_SENDERS:
@@ -237,6 +260,10 @@ class Functions(Construct):
             )
             # Instead of AWSLambdaBasicExecutionRole (logs:* on every log group): write to its own group only.
             log_group.grant_write(role)
+            function_layers = list(layers)
+            if name == "package" and config.controller_text is not None:
+                function_layers.append(self._controller_layer(config.controller_text))
+                env["CONTROLLER_TEXT_FILE"] = CONTROLLER_TEXT_PATH
             self.functions[name] = lambda_.Function(
                 self,
                 title,
@@ -245,7 +272,7 @@ class Functions(Construct):
                 architecture=ARCHITECTURE,
                 code=code,
                 handler=spec.handler,
-                layers=layers,
+                layers=function_layers,
                 memory_size=spec.memory_mb,
                 ephemeral_storage_size=Size.mebibytes(spec.ephemeral_mb),
                 timeout=spec.timeout,
@@ -272,6 +299,21 @@ class Functions(Construct):
                     resources=[secret.secret_arn for secret in secrets.secrets.values()],
                 )
             )
+
+    def _controller_layer(self, source: Path) -> lambda_.LayerVersion:
+        """The deployer's controller text as a layer of one file (CONTROLLER_TEXT_PATH under /opt), staged
+        under build/ at synth: the code asset stays the same for everyone."""
+        staging = REPO_ROOT / "build" / "controller-text"
+        target = staging / CONTROLLER_TEXT_PATH.removeprefix("/opt/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return lambda_.LayerVersion(
+            self,
+            "ControllerText",
+            code=lambda_.Code.from_asset(str(staging)),
+            description="the controller's text in the access package (context controllerText)",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
 
     def connect_workflow(self, state_machine: sfn.IStateMachine) -> None:
         """intake starts executions (name = request id; a retry's: <id>.retry-<n>), describes them for

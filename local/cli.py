@@ -375,6 +375,14 @@ def run(args: argparse.Namespace) -> int:
             for a in o["archives"]:
                 print(f"      s3://{cloud.bucket}/{a['key']}  {a['bytes']:,} bytes  sha256 {a['sha256'][:16]}…")
         print(f"  manifest: s3://{cloud.bucket}/{summary['manifest_key']}")
+        package = summary.get("package") or {}
+        if package.get("status") == "built":
+            print(
+                f"  access package for the subject: s3://{cloud.bucket}/{package['key']}  "
+                f"{package['files']} files, {package['bytes']:,} bytes  sha256 {package['sha256'][:16]}…"
+            )
+        elif package:
+            print(f"  access package: {package['status']}: {package.get('reason') or package.get('error')}")
         if out_dir is not None:
             files = cloud.download(request_id, out_dir)
             print(f"\nCopied {len(files)} object(s) out of the local bucket into {out_dir.resolve()}:")

@@ -9,6 +9,7 @@ SUBSTITUTIONS = {
     "SubmitFunctionArn": "submit",
     "CheckFunctionArn": "check",
     "CollectFunctionArn": "collect",
+    "PackageFunctionArn": "package",
     "FinalizeFunctionArn": "finalize",
     "ApprovalFunctionArn": "approval",
     "RecordFunctionArn": "record",

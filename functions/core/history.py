@@ -65,6 +65,8 @@ STATES: dict[str, str] = {
     "Record denial": "Pass",
     "Record outcome": "Task",
     "Outcome not recorded": "Pass",
+    "Build access package": "Task",
+    "Package not built": "Pass",
     "Finalize manifest": "Task",
     "Manifest not written": "Fail",
     "Completion event not delivered": "Fail",
@@ -81,6 +83,7 @@ TASKS = {
 # extension (core.models.MAX_EXTENSIONS), plus the first ask.
 APPROVAL_ASKS = 1 + MAX_EXTENSIONS
 FINALIZE = "Finalize manifest"
+PACKAGE = "Build access package"
 ASL_DEFAULT_MAX_ATTEMPTS = 3  # a Retrier without MaxAttempts
 
 
@@ -93,6 +96,7 @@ class Retries:
     check: int
     collect: int
     finalize: int
+    package: int = 0
     ask: int = 0
     hold: int = 0
     record: int = 0
@@ -104,10 +108,12 @@ class Retries:
     @classmethod
     def from_asl(cls, definition: Mapping[str, Any]) -> Retries:
         found = {name: _max_retries(state) for name, state in _walk(definition["States"]) if state["Type"] == "Task"}
-        missing = {*TASKS.values(), FINALIZE} - set(found)
+        missing = {*TASKS.values(), FINALIZE, PACKAGE} - set(found)
         if missing:
             raise ValueError(f"the ASL has no task state {', '.join(sorted(missing))}: update core/history.py")
-        return cls(**{role: found[name] for role, name in TASKS.items()}, finalize=found[FINALIZE])
+        return cls(
+            **{role: found[name] for role, name in TASKS.items()}, finalize=found[FINALIZE], package=found[PACKAGE]
+        )
 
 
 def _walk(states: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
@@ -179,9 +185,10 @@ def worst_case_events(
 
 
 def execution_events(vendor_events: Iterable[int], retries: Retries) -> int:
-    """The whole execution: start and end, the outer Map, every vendor's branch, Finalize with all its retries,
-    and the Fail state it may end in."""
-    return EXECUTION + MAP_STATE + sum(vendor_events) + task_events(retries.finalize) + FAIL_STATE
+    """The whole execution: start and end, the outer Map, every vendor's branch, the Package step with all its
+    retries and its "Package not built" Pass, Finalize with all its retries, and the Fail state it may end in."""
+    package = task_events(retries.package) + PASS_STATE
+    return EXECUTION + MAP_STATE + sum(vendor_events) + package + task_events(retries.finalize) + FAIL_STATE
 
 
 def checks_for(events: int, retries: Retries, actions: int = ACTIONS) -> int:

@@ -65,6 +65,8 @@ EVENTS = (
     "approved",
     "retried",
     "extended",
+    "package built",
+    "package link issued",
     "manifest written",
 )
 APPROVAL_SK = "APPROVAL#"  # + <vendor>#<action>: the open task token of the approval gate
@@ -96,6 +98,22 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _package_view(ref: Any) -> dict[str, Any]:
+    """What the ledger keeps of the access package (core.models.PackageRef): status, size, digest, counts."""
+    return _clean(
+        {
+            "status": ref.status,
+            "bytes": ref.bytes,
+            "sha256": ref.sha256,
+            "files": ref.files,
+            "attempt": ref.attempt,
+            "built_at": _iso(ref.built_at) if ref.built_at else None,
+            "reason": ref.reason,
+            "error": ref.error,
+        }
+    )
 
 
 def _av(value: Any) -> AttributeValueTypeDef:
@@ -278,6 +296,8 @@ class Ledger:
             "updated_at": _iso(now),
             "expires_at": expires,
         }
+        if manifest.package is not None:
+            item["package"] = _package_view(manifest.package)
         for o in manifest.outcomes:
             item[action_attr(o.vendor, o.action.value)] = _clean(
                 {
@@ -319,8 +339,21 @@ class Ledger:
                     }
                 )
                 ok = self._audit(manifest.request_id, failed, expires, now) and ok
+        if manifest.package is not None and manifest.package.status == "built":
+            built = {"event": "package built", **_package_view(manifest.package)}
+            ok = self._audit(manifest.request_id, built, expires, now) and ok
         written = {"event": "manifest written", "status": manifest.status, "counts": dict(manifest.counts)}
         return self._audit(manifest.request_id, written, expires, now) and ok
+
+    def package_link(self, request_id: str, *, by: str, expires_at: datetime, sha256: str) -> bool:
+        """Audit one link to the access package handed out (GET /requests/{id}/package): who, and until when.
+        Returns False when the event could not be written: the caller then hands out no link, because a link
+        nobody can account for is exactly what the audit trail is there to prevent."""
+        now = self.now()
+        item = self.item(request_id)
+        expires = int(item["expires_at"]) if item and "expires_at" in item else self._expires(now)
+        event = {"event": "package link issued", "by": by, "link_expires_at": _iso(expires_at), "sha256": sha256}
+        return self._audit(request_id, event, expires, now)
 
     # --- the operator's lifecycle (core/operations.py) ---------------------------------------------------
     # Unlike the step writes above, these raise: each one is a decision or a lock the caller must know about.

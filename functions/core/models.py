@@ -413,6 +413,30 @@ class ActionOutcome(BaseModel):
         return value if value is None or len(value) <= 700 else value[:699] + "…"
 
 
+class PackageRef(BaseModel):
+    """The access package as the manifest and the ledger record it (core/package.py builds it): ids, sizes and a
+    digest, never a file name from the package (a vendor's member names can hold the subject's values).
+
+    built: s3://<bucket>/<key> holds the zip; `GET /requests/{id}/package` mints a link to it.
+    not_built: nothing to package (no export asked, or no export completed): `reason` says which.
+    failed: the Package step failed (`error` names the type, `reason` is fixed wording); the request's
+    outcomes stand, the operator can retry the request to try again.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["built", "not_built", "failed"]
+    key: str | None = None
+    bytes: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    files: int | None = Field(default=None, ge=0)  # files in the zip, index.html and manifest.json included
+    systems: list[str] = Field(default_factory=list)  # vendors whose data is in it
+    built_at: datetime | None = None
+    attempt: int = Field(default=1, ge=1)  # the attempt that built it
+    reason: str | None = None
+    error: str | None = None
+
+
 class Manifest(BaseModel):
     """The proof: requests/{id}/manifest.json and the execution's output."""
 
@@ -430,6 +454,8 @@ class Manifest(BaseModel):
     outcomes: list[ActionOutcome]
     manifest_key: str  # beside the archives; expires with the request data
     proof_key: str  # the same record under proof/, kept longer (no personal data in it)
+    # The access package (None: a manifest from before packages, or a cancelled request that never built one).
+    package: PackageRef | None = None
 
     def summary(self) -> dict[str, Any]:
         """The execution output: the same record, readable in the console."""

@@ -23,6 +23,13 @@ class Settings(BaseModel):
     require_approval: Literal["none", "erase", "all"] = "none"  # dsrflow's approval gate (ours)
     ledger_table: str | None = None
     ledger_retention_days: int = Field(default=1095, ge=1)
+    # GET /requests/{id}/package: how long a minted link is valid. A presigned URL also dies with the
+    # credentials that signed it (the intake role's session), so more than an hour is not promised (SECURITY.md).
+    package_url_seconds: int = Field(default=3600, ge=60, le=43200)
+    # The Package step (core/package.py): the size of one ranged read of a vendor zip (its memory), and the
+    # deployer's text about the controller (a file in a layer; empty: the bundled neutral template).
+    package_read_mb: int = Field(default=8, ge=1, le=256)
+    controller_text_file: str | None = None
 
 
 _ENV = {
@@ -36,6 +43,9 @@ _ENV = {
     "require_approval": "REQUIRE_APPROVAL",
     "ledger_table": "LEDGER_TABLE",
     "ledger_retention_days": "LEDGER_RETENTION_DAYS",
+    "package_url_seconds": "PACKAGE_URL_SECONDS",
+    "package_read_mb": "PACKAGE_READ_MB",
+    "controller_text_file": "CONTROLLER_TEXT_FILE",
 }
 
 

@@ -55,6 +55,11 @@ def archive_key(request_id: str, vendor: str, action: str, name: str) -> str:
     return f"{prefix(request_id)}{vendor}/{action}/{safe}"
 
 
+def package_key(request_id: str) -> str:
+    """The access package: one zip per request, under requests/ so it expires with the request data."""
+    return f"{prefix(request_id)}package/dsrflow-access-{request_id}.zip"
+
+
 def outcome_key(request_id: str, vendor: str, action: str) -> str:
     return f"{prefix(request_id)}{vendor}/{action}/outcome.json"
 

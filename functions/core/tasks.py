@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from core.models import (
     AttemptOutcome,
     ExecutionInput,
     Manifest,
+    PackageRef,
     StepState,
     StoredRequest,
 )
@@ -494,7 +496,7 @@ def _denial(error: Any) -> str:
     return cap(text + (f": {why}" if isinstance(why, str) and why else ""), MESSAGE_LIMIT)
 
 
-def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome:
+def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str, *, said: bool = True) -> ActionOutcome:
     """One branch's end as an ActionOutcome: collect's and record's are already one; the fallback of a
     record that failed (\"Outcome not recorded\") still holds the Catch's error object."""
     state = raw.get("job_state") or {}  # the failed job's bookkeeping (the Record ... failure states pass it)
@@ -506,6 +508,8 @@ def _outcome(raw: dict[str, Any], rt: Runtime, request_id: str) -> ActionOutcome
         name, message = failure_reason(raw["error"])
         raw = {**raw, "error": name, "reason": raw.get("reason") or message}
     outcome = ActionOutcome.model_validate(raw)
+    if not said:
+        return outcome
     keys = vendor_said.keys(rt.store, request_id, outcome.vendor, outcome.action.value)
     return outcome.model_copy(update={"vendor_said": keys}) if keys else outcome
 
@@ -686,17 +690,69 @@ def earlier_outcomes(store: Store, request_id: str, attempt: int) -> list[Action
     return list(earlier.outcomes) if earlier is not None else []
 
 
-def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+def _outcomes(
+    payload: dict[str, Any], rt: Runtime, *, said: bool = True
+) -> tuple[ExecutionInput, list[ActionOutcome]]:
+    """Every vendor action's outcome once the Map has ended: this attempt's branches, the skipped actions,
+    merged into the earlier attempts' (what the package packs and the manifest records). `said`: list the
+    keys of the vendor's own words (the manifest points to them; the package has no use for them)."""
     execution = ExecutionInput.model_validate(payload)
     outcomes = [
-        _outcome(r, rt, execution.request_id) for vendor_results in payload.get("results", []) for r in vendor_results
+        _outcome(r, rt, execution.request_id, said=said)
+        for vendor_results in payload.get("results", [])
+        for r in vendor_results
     ]
     outcomes += [
         ActionOutcome(vendor=s.vendor, action=s.action, status="skipped", reason=s.reason) for s in execution.skipped
     ]
-    outcomes = merge_attempts(
-        earlier_outcomes(rt.store, execution.request_id, execution.attempt), outcomes, execution.attempt
+    earlier = earlier_outcomes(rt.store, execution.request_id, execution.attempt)
+    return execution, merge_attempts(earlier, outcomes, execution.attempt)
+
+
+def package(
+    payload: dict[str, Any], rt: Runtime, *, read_block: int | None = None, controller_text: str | None = None
+) -> dict[str, Any]:
+    """The Package step: the access package from every completed export (core/package.py), as a PackageRef
+    at $.package for finalize. Nothing to package is a `not_built` answer, not an error."""
+    from core.package import DEFAULT_READ_BLOCK, Builder, PackageInput  # only this task needs zipfile and html
+
+    execution, outcomes = _outcomes(payload, rt, said=False)
+    builder = Builder(
+        rt.store.s3,
+        rt.store.bucket,
+        rt.store.kms_key_id,
+        now=rt.now,
+        read_block=read_block or DEFAULT_READ_BLOCK,
+        controller_text=controller_text,
+        sleep=rt.store.sleep,
     )
+    request = PackageInput(
+        request_id=execution.request_id,
+        received_at=execution.received_at,
+        attempt=execution.attempt,
+        outcomes=outcomes,
+        dry_run=execution.dry_run,
+    )
+    return builder.build(request).model_dump(mode="json")
+
+
+PACKAGE_FAILED = "the access package could not be built; the outcomes stand, and a retry of the request builds it again"
+
+
+def _package_ref(raw: Any, attempt: int) -> PackageRef | None:
+    """$.package as the Package step left it: its PackageRef, or the Catch's error object ("Package not
+    built"), recorded as `failed` with the error's name and fixed wording (never the error's own text)."""
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("status") == "failed" and isinstance(raw.get("error"), dict):
+        name = str(raw["error"].get("Error") or "PackageFailed")
+        name = name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.]{0,80}", name) else "PackageFailed"
+        return PackageRef(status="failed", error=name, reason=PACKAGE_FAILED, attempt=attempt)
+    return PackageRef.model_validate(raw)
+
+
+def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+    execution, outcomes = _outcomes(payload, rt)
     counts, status = summarise(outcomes)
     deadline, original = _deadline(rt, execution.request_id, fallback=execution.deadline)
     finished = rt.now()
@@ -714,6 +770,7 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
         outcomes=outcomes,
         manifest_key=manifest_key(execution.request_id),
         proof_key=proof_key(execution.request_id),
+        package=_package_ref(payload.get("package"), execution.attempt),
     )
     # Manifest first, then the event: when EventBridge rejects the event (EventNotDelivered), the workflow
     # retries this whole task, which rewrites the manifest copies (same outcomes, a later finished_at) and
@@ -734,13 +791,24 @@ def finalize(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
                 "counts": manifest.counts,
                 "manifest": {"bucket": rt.store.bucket, "key": manifest.manifest_key},
                 "attempt": manifest.attempt,
+                "package": package_event(manifest.package),
             },
         )
     return manifest.summary()
 
 
+def package_event(ref: PackageRef | None) -> dict[str, Any]:
+    """What the Completed event says of the access package: that it exists, its size and digest. Never a link:
+    a URL on an event bus is a bearer credential in every log it passes through (GET /requests/{id}/package
+    mints one for a caller the API authenticated)."""
+    if ref is None or ref.status != "built":
+        return {"available": False}
+    return {"available": True, "bytes": ref.bytes, "sha256": ref.sha256, "files": ref.files}
+
+
 __all__ = [
     "Runtime",
+    "package",
     "submit",
     "check",
     "collect",

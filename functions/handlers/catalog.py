@@ -20,6 +20,7 @@ HANDLERS: dict[str, Handler] = {
     "submit": Handler("handlers.submit.handler", "Submit one vendor job"),
     "check": Handler("handlers.check.handler", "Check one vendor job"),
     "collect": Handler("handlers.collect.handler", "Stream a vendor's archives to S3"),
+    "package": Handler("handlers.package.handler", "Build the access package: one zip per request for the subject"),
     "finalize": Handler("handlers.finalize.handler", "Write the manifest, notify the CRM"),
     "approval": Handler("handlers.approval.handler", "Hold a vendor action for a person's decision (task token)"),
     "record": Handler("handlers.record.handler", "Record a vendor action that failed, was denied or timed out"),

@@ -322,7 +322,7 @@ def gather(
     served = {
         key: served_bytes(vendor, key.rsplit("/", 1)[-1], sims, frozen)
         for key in versions
-        if not is_record(key)
+        if not is_record(key) and "/package/" not in key  # the access package is ours, not a vendor's
         for vendor in [key.split("/")[2]]
     }
     evidence: dict[str, Any] = {
@@ -445,6 +445,10 @@ def assert_reporting(vendor: str, cell: Cell, summary: dict[str, Any]) -> None:
 
 def assert_no_partial_objects(evidence: dict[str, Any]) -> None:
     listed = {a["key"] for o in evidence["summary"]["outcomes"] for a in o["archives"]}
+    package = evidence["summary"].get("package") or {}
+    packages = [k for k in evidence["versions"] if "/package/" in k]
+    # The access package is there exactly when the manifest records it built.
+    assert packages == ([package["key"]] if package.get("status") == "built" else []), (packages, package)
     for key, served in evidence["served"].items():
         assert key in listed, f"{key} is in S3 but in no outcome (a partial or stray object)"
         assert all(body == served for body in evidence["versions"][key]), (

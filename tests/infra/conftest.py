@@ -114,6 +114,8 @@ VARIANT_CONTEXT = {
     "logRetentionDays": "30",
     "alarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:privacy-pager",
     "skipLambdaDeps": "true",
+    "packageUrlSeconds": "900",
+    "controllerText": "tests/infra/controller-acme.txt",
 }
 
 

@@ -71,6 +71,9 @@ def test_known_vendors_are_read_from_the_registry():
         ({"skipLambdaDeps": "maybe"}, "'skipLambdaDeps' must be true or false"),
         ({"eventBusName": "arn:aws:events:eu-west-1:1:event-bus/x"}, "name, not its ARN"),
         ({"alarmTopicArn": "pager"}, "'alarmTopicArn'"),
+        ({"packageUrlSeconds": "30"}, "'packageUrlSeconds'"),
+        ({"packageUrlSeconds": "86400"}, "cannot outlive them"),
+        ({"controllerText": "no/such/file.txt"}, "'controllerText': cannot read"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key_named(context, message):
@@ -110,3 +113,14 @@ def test_makefile_builds_the_layer_for_the_runtime_infra_declares():
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert f"LAMBDA_PYTHON     := {LAMBDA_PYTHON}" in makefile
     assert f"LAMBDA_ARCH       := {LAMBDA_ARCH}" in makefile
+
+
+def test_controller_text_must_be_utf8_and_not_empty(tmp_path):
+    empty, binary = tmp_path / "empty.txt", tmp_path / "binary.txt"
+    empty.write_text("  \n")
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DeployConfigError, match="is empty"):
+        cfg(controllerText=str(empty))
+    with pytest.raises(DeployConfigError, match="not UTF-8"):
+        cfg(controllerText=str(binary))
+    assert cfg().controller_text is None and cfg().package_url_seconds == 3600

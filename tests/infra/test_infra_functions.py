@@ -13,7 +13,7 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-HANDLERS = ("intake", "submit", "check", "collect", "finalize", "approval", "record", "sweep")
+HANDLERS = ("intake", "submit", "check", "collect", "package", "finalize", "approval", "record", "sweep")
 
 
 def architecture_env_table() -> dict[str, set[str]]:
@@ -25,7 +25,7 @@ def architecture_env_table() -> dict[str, set[str]]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 3 or "`" not in cells[0]:
             continue
-        if "local only" in cells[2]:
+        if "local only" in cells[2] or cells[1].endswith("(optional)"):  # optional: set by a context key only
             continue
         users = set(HANDLERS) if cells[1] == "all" else {u.strip() for u in cells[1].split(",")}
         assert users <= set(HANDLERS), f"unknown function in ARCHITECTURE.md: {cells[1]}"
@@ -144,9 +144,10 @@ def test_code_asset_is_the_functions_folder_without_bytecode(synth):
     assert not [p for p in staged if "__pycache__" in p.parts or p.suffix == ".pyc"]
     source = {
         p.relative_to(REPO_ROOT / "functions")
-        for p in (REPO_ROOT / "functions").rglob("*.py")
-        if "__pycache__" not in p.parts
+        for p in (REPO_ROOT / "functions").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     }
+    assert Path("templates", "controller.txt") in staged  # the access package's default controller text
     assert staged == source
     assert all(Path("handlers", f"{h}.py") in staged for h in HANDLERS)
 
@@ -189,6 +190,7 @@ KMS_ACTIONS = {
     "submit": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, outcome.json; submission.json
     "check": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads request.json, its vendor secret; vendor-said
     "collect": {"kms:Decrypt", "kms:GenerateDataKey"},  # multipart archives, outcome.json; vendor secret
+    "package": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads the export archives; puts the package (multipart)
     "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts the manifest copies; reads the last attempt's
     "approval": {"kms:Decrypt"},  # reads the export's outcome an erase depends on (never request.json)
     "record": {"kms:GenerateDataKey"},  # puts a failed or denied action's outcome.json; reads nothing
@@ -230,11 +232,13 @@ ATTEMPT = "proof/*/attempts/*/manifest.json"
 VENDOR_SAID = "requests/*/*/*/vendor-said/*"
 EXPORT_FOLDER = "requests/*/*/export/*"
 ERASE_FOLDER = "requests/*/*/erase/*"
+PACKAGE = "requests/*/package/*"
 S3_OBJECT_ACTIONS = {
     # POST /requests: request.json; GET: the manifests; retry: the last attempt's manifest; cancel: outcomes and
-    # submission records read, the cancelled manifest's copies written.
+    # submission records read, the cancelled manifest's copies written; GET .../package: the package HEADed and
+    # a presigned GET to it signed (the link is this role's).
     "intake": {
-        "s3:GetObject": {REQUEST, MANIFEST, PROOF, ATTEMPT, OUTCOME, SUBMISSION},
+        "s3:GetObject": {REQUEST, MANIFEST, PROOF, ATTEMPT, OUTCOME, SUBMISSION, PACKAGE},
         "s3:PutObject": {REQUEST, MANIFEST, PROOF, ATTEMPT},
     },
     "submit": {"s3:GetObject": {REQUEST, EXPORT_OUTCOME, SUBMISSION}, "s3:PutObject": {SUBMISSION, VENDOR_SAID}},
@@ -243,6 +247,12 @@ S3_OBJECT_ACTIONS = {
         "s3:GetObject": {REQUEST, EXPORT_FOLDER, ERASE_FOLDER},
         "s3:PutObject": {EXPORT_FOLDER, ERASE_FOLDER},
         "s3:AbortMultipartUpload": {EXPORT_FOLDER, ERASE_FOLDER},
+    },
+    # The access package: export archives read (ranged), the earlier attempt's manifest, the zip written.
+    "package": {
+        "s3:GetObject": {EXPORT_FOLDER, MANIFEST, PROOF, ATTEMPT},
+        "s3:PutObject": {PACKAGE},
+        "s3:AbortMultipartUpload": {PACKAGE},
     },
     "finalize": {"s3:GetObject": {MANIFEST, PROOF, ATTEMPT}, "s3:PutObject": {MANIFEST, PROOF, ATTEMPT}},
     "approval": {"s3:GetObject": {EXPORT_OUTCOME}},
@@ -256,6 +266,7 @@ LIST_BUCKET: dict[str, set[str] | None] = {
     "submit": None,
     "check": None,
     "collect": None,
+    "package": None,
     "finalize": {"requests/*/*/*/vendor-said/"},
     "approval": None,
     "record": {"requests/*/*/*/vendor-said/"},

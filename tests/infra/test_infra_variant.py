@@ -74,5 +74,22 @@ def test_alarms_notify_the_topic(variant):
         assert alarm["Properties"]["AlarmActions"] == ["arn:aws:sns:eu-west-1:123456789012:privacy-pager"]
 
 
-def test_skip_lambda_deps_means_no_layer(variant):
-    assert variant.resources("AWS::Lambda::LayerVersion") == {}
+def test_skip_lambda_deps_means_no_dependency_layer(variant):
+    layers = variant.resources("AWS::Lambda::LayerVersion").values()
+    assert [layer["Properties"]["Description"] for layer in layers] == [
+        "the controller's text in the access package (context controllerText)"
+    ]
+
+
+def test_the_package_link_lifetime_and_the_controller_text_reach_their_functions(variant):
+    intake = variant.function("intake")[1]["Properties"]["Environment"]["Variables"]
+    assert intake["PACKAGE_URL_SECONDS"] == "900"
+    package = variant.function("package")[1]["Properties"]
+    assert package["Environment"]["Variables"]["CONTROLLER_TEXT_FILE"] == "/opt/dsrflow/controller.txt"
+    layers = variant.resources("AWS::Lambda::LayerVersion")
+    (text_id,) = [k for k, v in layers.items() if "controller" in v["Properties"]["Description"]]
+    assert {"Ref": text_id} in package["Layers"]
+    asset = variant.outdir / f"asset.{layers[text_id]['Properties']['Content']['S3Key'].removesuffix('.zip')}"
+    assert (asset / "dsrflow" / "controller.txt").read_text().startswith("Acme Ltd")
+    for name in ("intake", "collect", "finalize"):  # the text is the package function's alone
+        assert {"Ref": text_id} not in variant.function(name)[1]["Properties"].get("Layers", [])

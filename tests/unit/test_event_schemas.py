@@ -54,6 +54,7 @@ GOOD: dict[str, dict[str, Any]] = {
         "dry_run": True,
         "counts": {"completed": 2, "planned": 1, "failed": 1, "skipped": 0},
         "manifest": MANIFEST,
+        "package": {"available": True, "bytes": 2048, "sha256": "a" * 64, "files": 5},
     },
     "deadline_at_risk": {
         "request_id": "dsr-1",
@@ -200,6 +201,18 @@ def test_every_required_property_is_required(kind):
         detail = {k: v for k, v in GOOD[kind].items() if k != name}
         with pytest.raises(EventContractError, match=name):
             validate_event(entry(kind, detail))
+
+
+def test_the_completed_event_says_whether_a_package_exists_and_never_carries_a_link():
+    detail = copy.deepcopy(GOOD["completed"])
+    validate_event(entry("completed", {**detail, "package": {"available": False}}))
+    for bad in (
+        {"available": True, "url": "https://b.s3.amazonaws.com/k?X-Amz-Signature=x"},
+        {"available": True, "key": "requests/dsr-1/package/x.zip"},
+        {"bytes": 1},
+    ):
+        with pytest.raises(EventContractError):
+            validate_event(entry("completed", {**detail, "package": bad}))
 
 
 def test_the_completed_event_takes_the_optional_attempt_and_new_counts():

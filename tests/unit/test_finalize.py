@@ -99,6 +99,7 @@ def test_one_failure_makes_partially_failed_and_emits_an_event_without_pii():
         "counts": summary["counts"],
         "manifest": {"bucket": "b", "key": "requests/r1/manifest.json"},
         "attempt": 1,
+        "package": {"available": False},
     }
     assert events.entries[0]["EventBusName"] == "crm-bus"
 
@@ -166,3 +167,41 @@ def test_failed_outcomes_point_to_the_vendors_words_and_carry_a_possible_duplica
     q = next(o for o in summary["outcomes"] if o["vendor"] == "qualifio")
     assert q["vendor_said"] == [said] and q["possible_duplicate"] is True and q["step"] == "check"
     assert next(o for o in summary["outcomes"] if o["vendor"] == "elevate")["vendor_said"] == []
+
+
+BUILT = {
+    "status": "built",
+    "key": "requests/r1/package/dsrflow-access-r1.zip",
+    "bytes": 4096,
+    "sha256": "b" * 64,
+    "files": 6,
+    "systems": ["elevate"],
+    "built_at": "2026-11-24T00:00:00Z",
+    "attempt": 1,
+    "reason": None,
+    "error": None,
+}
+
+
+def test_a_built_package_is_in_the_manifest_and_the_event_says_it_exists_without_a_link():
+    events = FakeEvents()
+    rt = runtime(events)
+    summary = finalize({**BASE, "results": [[DONE]], "package": BUILT}, rt)
+    assert summary["package"]["status"] == "built" and summary["package"]["sha256"] == "b" * 64
+    assert rt.store.manifest.package.key == BUILT["key"]
+    detail = json.loads(events.entries[0]["Detail"])
+    assert detail["package"] == {"available": True, "bytes": 4096, "sha256": "b" * 64, "files": 6}
+    assert "package/" not in events.entries[0]["Detail"] and "http" not in events.entries[0]["Detail"]
+
+
+def test_a_failed_package_step_is_recorded_by_its_error_name_with_fixed_wording():
+    events = FakeEvents()
+    rt = runtime(events)
+    caught = {"status": "failed", "error": {"Error": "PackageSourceInvalid"}}
+    summary = finalize({**BASE, "results": [[DONE]], "package": caught}, rt)
+    package = summary["package"]
+    assert package["status"] == "failed" and package["error"] == "PackageSourceInvalid"
+    assert "retry of the request builds it again" in package["reason"]
+    odd = {"status": "failed", "error": {"Error": "ada@example.com leaked"}}
+    assert finalize({**BASE, "results": [[DONE]], "package": odd}, rt)["package"]["error"] == "PackageFailed"
+    assert json.loads(events.entries[0]["Detail"])["package"] == {"available": False}

@@ -5,14 +5,25 @@ URL is signed with botocore's SigV4 signer (service `execute-api`), with the cre
 (AWS_PROFILE, SSO, environment, instance role). The region is the one in the URL
 (`<id>.execute-api.<region>.amazonaws.com`), else the session's. A loopback URL is the local server, which
 checks no signature: nothing is signed and no credentials are read; `principal` goes in X-Dsrflow-Principal.
+
+`Api.download` fetches a presigned link the API handed out (the access package): the link carries its own
+signature, so it gets no SigV4 header and none of the API's headers; https only (plain http to loopback only:
+the local server's relay). It streams into a temporary `<name>.<random>.part` file beside the target, checks
+the byte count and the sha256 the API stated, and only then renames it to `<name>`; on any failure the
+temporary file is removed, so no half-written or unverified file is ever left under the final name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import json
+import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -22,6 +33,8 @@ PRINCIPAL_HEADER = "X-Dsrflow-Principal"
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 TIMEOUT = (5.0, 60.0)  # connect, read
 CREDENTIALS_HINT = "sign in again (aws sso login, or check AWS_PROFILE / the AWS_* variables)"
+DOWNLOAD_CHUNK = 1024 * 1024
+_S3_CODE = re.compile(r"<Code>([A-Za-z0-9.]{1,64})</Code>")
 
 
 class CliError(Exception):
@@ -45,6 +58,13 @@ class ApiError(CliError):
     def __init__(self, status: int, body: Any):
         super().__init__(describe_error(status, body), 1)
         self.status, self.body = status, body
+
+
+class DownloadFailed(CliError):
+    """A download was refused, broke off, or did not match the size and sha256 the API stated (exit 5)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 5)
 
 
 def describe_error(status: int, body: Any) -> str:
@@ -116,6 +136,7 @@ class Api:
         principal: str | None = None,
         session_factory: Callable[[], Any] | None = None,
         send: Callable[..., requests.Response] | None = None,
+        fetch: Callable[..., requests.Response] | None = None,
     ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,6 +149,7 @@ class Api:
         self._session_factory = session_factory or (lambda: _session(None, None))
         self._session: Any = None
         self._send = send or requests.request
+        self._fetch = fetch or requests.get
 
     def url(self, path: str, query: Mapping[str, str | int] | None = None) -> str:
         # RFC 3986 encoding of every query value: what SigV4 canonicalizes, byte for byte as sent.
@@ -190,6 +212,72 @@ class Api:
         if response.status_code == 403 and ("token" in message.casefold() and "expired" in message.casefold()):
             raise Unreachable(f"AWS credentials: {message}; {CREDENTIALS_HINT}")
         raise ApiError(response.status_code, answer)
+
+    def download(self, url: str, directory: Path, name: str, *, size: int, sha256: str) -> Path:
+        """Fetch a presigned link into directory/name, verified (see the module doc); the final path."""
+        parts = urlsplit(url)
+        if not parts.hostname or (parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(url))):
+            raise DownloadFailed("the API handed out a link that is not https; nothing was downloaded")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=".part")
+        except OSError as exc:
+            raise CliError(f"--out {directory}: {exc.strerror or exc}", 2) from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                got, digest = self._stream(url, out, size)
+                out.flush()
+                os.fsync(out.fileno())
+            if got != size:
+                raise DownloadFailed(f"the download holds {got} bytes, the API stated {size}; nothing was kept")
+            if digest != sha256:
+                raise DownloadFailed(
+                    f"the download's sha256 is {digest}, the API stated {sha256}; nothing was kept (run it again; "
+                    "if it persists, the package was replaced since its manifest was written)"
+                )
+            final = directory / name
+            os.replace(temporary, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return final
+
+    def _stream(self, url: str, out: Any, size: int) -> tuple[int, str]:
+        """Copy the link's body into `out` as S3 sent it (no content decoding): (bytes, sha256)."""
+        digest, got = hashlib.sha256(), 0
+        # No headers of ours: the link is its own credential, and the API's signature is not for S3.
+        try:
+            response = self._fetch(url, stream=True, timeout=TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise Unreachable(f"cannot download the access package: {_reason(exc)}") from None
+        with response:
+            if response.status_code != 200:
+                found = _S3_CODE.search(response.text[:4096]) if response.content else None
+                code = f", {found.group(1)}" if found else ""
+                hint = (
+                    "; the link expired (or the credentials that signed it did): run the command again for a new one"
+                    if response.status_code in (400, 403)
+                    else ""
+                )
+                raise DownloadFailed(f"the download link was refused (HTTP {response.status_code}{code}){hint}")
+            chunks = response.raw.stream(DOWNLOAD_CHUNK, decode_content=False)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except Exception as exc:  # urllib3's ProtocolError, a read timeout, a reset connection
+                    raise DownloadFailed(f"the download broke off after {got} bytes ({type(exc).__name__})") from None
+                got += len(chunk)
+                if got > size:
+                    raise DownloadFailed(f"the download holds more than the {size} bytes the API stated")
+                digest.update(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise CliError(f"cannot write the download: {exc.strerror or exc}", 2) from None
+        return got, digest.hexdigest()
 
 
 def _reason(exc: requests.RequestException) -> str:

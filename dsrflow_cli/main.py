@@ -5,6 +5,7 @@
     dsrflow status dsr-1001            (DSRFLOW_API=... in the environment)
     dsrflow approve dsr-1001 --vendor bloomreach --action erase --reason "identity checked"
     dsrflow watch dsr-1001
+    dsrflow package dsr-1001 --out ./dsr-1001
 
 Every command is one or more calls to the API's routes (docs/openapi.json); nothing is read from the stack's
 resources directly. Calls to a deployed API are SigV4-signed with your AWS credentials (boto3's chain:
@@ -25,12 +26,16 @@ from typing import Any
 
 from dsrflow_cli.api import Api, ApiError, CliError, stack_api_url
 
+PACKAGE_NAME = "dsrflow-access-{request_id}.zip"
+
 EXIT_CODES = """exit codes:
   0    done (watch: the request finished, whatever its status; read it from the output)
   1    the API refused the call (4xx: its message is printed) or failed (5xx)
   2    bad command line, or a file that cannot be read
   3    the API cannot be reached, or no valid AWS credentials to sign with (a one-line hint is printed)
   4    watch --timeout passed before the request finished
+  5    package: the download was refused or broke off, or did not match the size and sha256 the API stated
+       (nothing is left in DIR)
   130  interrupted (Ctrl-C)"""
 
 STATUSES = ("received", "running", "awaiting_approval", "completed", "partially_failed", "failed", "cancelled")
@@ -324,6 +329,33 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(api: Api, args: argparse.Namespace) -> int:
+    link = api.call("GET", _path(args.request_id, "package"))
+    if not isinstance(link, dict) or not (
+        isinstance(link.get("url"), str) and isinstance(link.get("bytes"), int) and isinstance(link.get("sha256"), str)
+    ):
+        raise CliError("the API's answer holds no link with its size and sha256 (url, bytes, sha256)", 1)
+    path = api.download(
+        link["url"],
+        Path(args.out),
+        PACKAGE_NAME.format(request_id=args.request_id),
+        size=link["bytes"],
+        sha256=link["sha256"],
+    )
+    # The link is a bearer credential until it expires: used here, never printed.
+    if args.json:
+        _json_out({**{k: v for k, v in link.items() if k != "url"}, "path": str(path), "verified": True})
+        return 0
+    _out(f"Request {args.request_id}: access package downloaded, verified (size and sha256 as the API recorded)")
+    _out(f"  path     {path}")
+    _out(f"  bytes    {link['bytes']}")
+    _out(f"  sha256   {link['sha256']}")
+    if link.get("files") is not None:
+        _out(f"  files    {link['files']} (index.html and manifest.json included)")
+    _out(f"  link     valid until {_time(link.get('expires_at'))}, recorded in the audit trail; not shown")
+    return 0
+
+
 def _changes(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
     """What moved between two GET /requests/{id} answers, one line each."""
     lines = []
@@ -387,6 +419,7 @@ COMMANDS: dict[str, Callable[[Api, argparse.Namespace], int]] = {
     "extend": cmd_extend,
     "audit": cmd_audit,
     "watch": cmd_watch,
+    "package": cmd_package,
 }
 
 
@@ -426,7 +459,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dsrflow",
         description=__doc__.split("\n\n")[0],
-        epilog=EXIT_CODES + "\n\nnot yet: `package ID --out DIR` (the access package does not exist yet)",
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _target_options(p, top=True)
@@ -487,6 +520,21 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("request_id", metavar="ID")
     sp.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between looks (default 2)")
     sp.add_argument("--timeout", type=float, default=0.0, metavar="S", help="give up after S seconds (exit 4)")
+
+    sp = command(
+        "package",
+        "download a finished request's access package (one zip), verified against the size and sha256 the API "
+        "recorded; each call mints a new link, recorded in the audit trail (--json: the API's answer without "
+        "the link, with path and verified)",
+    )
+    sp.add_argument("request_id", metavar="ID")
+    sp.add_argument(
+        "--out",
+        default=".",
+        metavar="DIR",
+        help=f"where {PACKAGE_NAME.format(request_id='ID')} goes (created if missing; default: here); a file of "
+        "that name is replaced only by a verified download",
+    )
     return p
 
 

@@ -9,12 +9,22 @@ the intake function itself: each HTTP request becomes the API Gateway REST proxy
 resolver, validation and answers as deployed. The `dsrflow` operator CLI (dsrflow_cli/) talks to it with
 `--api http://127.0.0.1:<port>`, exactly as it talks to a deployed stage.
 
-Who calls: the `X-Dsrflow-Principal` header when given (an IAM ARN, recorded as `by` in the ledger), else
-LOCAL_PRINCIPAL. **No SigV4 check**: a signed request is accepted and its signature ignored. In AWS, API
-Gateway's IAM authorization verifies the signature and puts the caller's ARN in the request context before
-intake runs; here there is no IAM to check against, and the server binds loopback only (it refuses any other
-address), so only processes of this machine reach it, and they could call LocalCloud directly anyway. The data
-is the simulators' seeded customers in a moto account that disappears when the server stops.
+What the local server checks, and what it does not:
+- **Loopback only.** It binds 127.0.0.1, ::1 or localhost and refuses any other address, so only processes of
+  this machine reach it (and they could call LocalCloud directly anyway).
+- **No SigV4 check.** Who calls is the `X-Dsrflow-Principal` header when given (an IAM ARN, recorded as `by` in
+  the ledger), else LOCAL_PRINCIPAL; a signed request is accepted and its signature ignored. In AWS, API
+  Gateway's IAM authorization verifies the signature and puts the caller's ARN in the request context before
+  intake runs; here there is no IAM to check against.
+- **Presigned links are relayed.** S3 is moto, inside this process: the link `GET /requests/{id}/package`
+  mints (`https://<bucket>.s3.<region>.amazonaws.com/<key>?X-Amz-...`) reaches nothing from another process.
+  So a 200 answer of that route has its `url` rewritten to `<server url>/local-s3/<host>/<key>?<query>`, and
+  `GET /local-s3/<host>/...` fetches the original link inside this process (moto's mock intercepts `requests`
+  calls to AWS hosts: nothing leaves the machine) and streams the body back with its Content-Length, status
+  and headers as moto answered. Only GET, only S3 hosts under `.amazonaws.com`; anything else is a 404. moto
+  checks neither the link's signature nor its expiry: a deployed stage's S3 does both.
+
+The data is the simulators' seeded customers in a moto account that disappears when the server stops.
 
 Ctrl-C (SIGINT, or SIGTERM) stops it: the HTTP server, then the local cloud, then the simulators.
 """
@@ -26,6 +36,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import re
 import signal
 import socket
 import sys
@@ -48,6 +59,13 @@ SERVE_TIME_SCALE = 3600.0
 # API Gateway takes up to 10 MB; intake refuses a body over 64 KiB with its own 400. Above this, not even read.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_PRINCIPAL_CHARS = 2048
+# The presigned-link relay (see the module doc).
+RELAY_PREFIX = "/local-s3/"
+_PACKAGE_ROUTE = re.compile(r"/requests/[^/]+/package")
+# An S3 endpoint as moto intercepts it: <bucket>.s3.<region>.amazonaws.com, s3.<region>.amazonaws.com, ...
+_S3_HOST = re.compile(r"(?:[a-z0-9][a-z0-9-]*\.)*s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com")
+RELAY_CHUNK = 256 * 1024
+RELAY_TIMEOUT = (5.0, 60.0)
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +124,38 @@ class LocalApi(ThreadingHTTPServer):
                 headers.setdefault(str(name), str(values[-1]))
         raw = out.get("body") or ""
         data = base64.b64decode(raw) if out.get("isBase64Encoded") else str(raw).encode()
-        return int(out.get("statusCode") or 502), headers, data
+        status = int(out.get("statusCode") or 502)
+        if method == "GET" and status == 200 and _PACKAGE_ROUTE.fullmatch(parts.path or ""):
+            data = self._relayed_link(data)
+        return status, headers, data
+
+    def _relayed_link(self, data: bytes) -> bytes:
+        """The package route's answer with its presigned `url` pointed at this server's relay."""
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            return data
+        link = urlsplit(answer.get("url") or "") if isinstance(answer, dict) else None
+        if link is None or link.scheme != "https" or not _S3_HOST.fullmatch(link.hostname or ""):
+            return data
+        answer["url"] = f"{self.url}{RELAY_PREFIX}{link.hostname}{link.path}" + (f"?{link.query}" if link.query else "")
+        return json.dumps(answer).encode()
+
+    @staticmethod
+    def relay_target(target: str) -> str | None:
+        """The presigned link a `/local-s3/<host>/<path>?<query>` target stands for; None if it is not one."""
+        parts = urlsplit(target)
+        if not parts.path.startswith(RELAY_PREFIX):
+            return None
+        host, _, path = parts.path[len(RELAY_PREFIX) :].partition("/")
+        if not _S3_HOST.fullmatch(host) or not path:
+            return None
+        return f"https://{host}/{path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def _relayed_headers(upstream: Any) -> dict[str, str]:
+    kept = ("Content-Type", "Content-Disposition", "ETag", "Last-Modified")
+    return {name: str(upstream.headers[name]) for name in kept if name in upstream.headers}
 
 
 def _problem(status: int, error: str, message: str) -> tuple[int, dict[str, str], bytes]:
@@ -135,7 +184,40 @@ class _Handler(BaseHTTPRequestHandler):
         if len(principal) > MAX_PRINCIPAL_CHARS:
             self._send(*_problem(400, "invalid request", f"{PRINCIPAL_HEADER} is too long"))
             return
+        if self.path.startswith(RELAY_PREFIX):
+            self._relay()
+            return
         self._send(*self.server.answer(self.command, self.path, body, principal))
+
+    def _relay(self) -> None:
+        """GET /local-s3/<host>/...: the presigned link fetched in this process (moto), streamed back."""
+        import requests
+
+        target = self.server.relay_target(self.path) if self.command == "GET" else None
+        if target is None:
+            self._send(*_problem(404, "not found", "only GET of a relayed S3 link (/local-s3/<s3 host>/...)"))
+            return
+        try:
+            upstream = requests.get(target, stream=True, timeout=RELAY_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            self._send(*_problem(502, "bad gateway", f"the relayed link failed: {type(exc).__name__}"))
+            return
+        with upstream:
+            length = upstream.headers.get("Content-Length")
+            if length is None or not length.isdigit():  # moto always says; read it whole if not
+                self._send(upstream.status_code, _relayed_headers(upstream), upstream.raw.read(decode_content=False))
+                return
+            self.send_response(upstream.status_code)
+            for name, value in _relayed_headers(upstream).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            sent = 0
+            for chunk in upstream.raw.stream(RELAY_CHUNK, decode_content=False):
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            if sent != int(length):  # the client sees a short body: end the connection, never reuse it
+                self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 

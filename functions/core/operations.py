@@ -1,10 +1,12 @@
-"""The operator's actions on a request: list, audit, approve, deny, retry, cancel, extend.
+"""The operator's actions on a request: list, audit, the access package's link, approve, deny, retry, cancel,
+extend.
 
 Each one is a plain function over `Ops` (the store, Step Functions, the ledger, the event bus, the clock), so
 the API routes (handlers/intake.py) stay thin and tests run them without Lambda. They answer, or raise:
 - `InvalidRequest` (400): a field of the body or query is wrong; `fields` names each one;
 - `NotFound` (404): no request with this id;
-- `StateConflict` (409): the request is not in a state that allows it; the message states the rule.
+- `StateConflict` (409): the request is not in a state that allows it; the message states the rule;
+- `AuditUnavailable` (503): what was asked could not be recorded in the audit trail, so nothing was handed out.
 
 Nothing is half-applied: the ledger records a decision only once the workflow took it (an approval after
 SendTaskSuccess succeeded; a retry is claimed in the ledger with a condition and released if the execution
@@ -27,11 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
+from core.archive_store import NOT_FOUND, error_code, failure, is_transient, with_retries
 from core.clock import iso_z, utcnow
 from core.domain import Action
-from core.errors import DsrError
+from core.errors import DsrError, StoreUnavailable
 from core.events import deliver
 from core.intake import InvalidRequest, execution_arn
 from core.ledger import FINISHED, RUNNING, Ledger
@@ -47,10 +51,19 @@ from core.models import (
     _text,
 )
 from core.safe import holds_subject
-from core.store import RequestNotFound, Store, manifest_key, outcome_key, proof_key, submission_key
+from core.store import (
+    RequestNotFound,
+    Store,
+    manifest_key,
+    outcome_key,
+    package_key,
+    proof_key,
+    submission_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
@@ -72,6 +85,10 @@ class NotFound(DsrError):
 
 class StateConflict(DsrError):
     """The request's state does not allow the action (409); the message says why and what would."""
+
+
+class AuditUnavailable(DsrError):
+    """The audit trail could not record what was asked (503): nothing was handed out; safe to try again."""
 
 
 # --- the bodies the routes accept (declared once: the API's validation and its OpenAPI document) -------------
@@ -128,6 +145,11 @@ class Ops:
     now: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     approval_gate: ApprovalGate = "none"  # REQUIRE_APPROVAL: what a retry's execution gates (the rule now)
+    package_url_seconds: int = 3600  # PACKAGE_URL_SECONDS: how long a link to the access package is valid
+    # The client that signs the package's links; None: the store's. It must be configured for SigV4 explicitly
+    # (botocore presigns with SigV2 unless told otherwise; handlers.runtime.presigner): a SigV4 link states its
+    # lifetime (X-Amz-Expires) and S3 refuses it once that has passed or its credentials have expired.
+    presigner: S3Client | None = None
 
 
 def _emit(ops: Ops, kind: str, detail: dict[str, Any]) -> bool:
@@ -197,6 +219,99 @@ def describe(ops: Ops, request_id: str) -> dict[str, Any]:
         "manifest": manifest.summary() if manifest else None,
         "ledger": view,
         "attempts": (item or {}).get("attempts") or [],
+    }
+
+
+def _package_manifest(ops: Ops, request_id: str) -> Manifest:
+    """The manifest whose access package GET /requests/{id}/package hands out: the latest one, once the
+    request has finished. While the ledger's current attempt runs (a first execution, or a retry that will
+    rebuild the package) there is none to hand out yet: 409."""
+    item = ops.ledger.item(request_id)
+    manifest: Manifest | None = None
+    if item is not None and str(item.get("status")) in RUNNING:
+        # Finalize wrote this attempt's manifest but the ledger did not hear of it yet: the request is done.
+        manifest = ops.store.load_attempt_manifest(request_id, int(item.get("attempt") or 1))
+        if manifest is None:
+            raise StateConflict(
+                f"request {request_id} is still running: its access package is built once its exports finish"
+            )
+    manifest = manifest or ops.store.load_manifest(request_id)
+    if manifest is None:
+        if item is None:
+            raise NotFound(f"no request with id {request_id}")
+        raise NotFound(f"request {request_id} has no access package: it has no manifest")
+    return manifest
+
+
+def _head(ops: Ops, key: str) -> int | None:
+    """The stored package's size; None when the object is gone (it expires with the request data)."""
+
+    def head(_: int) -> int | None:
+        try:
+            return int(ops.store.s3.head_object(Bucket=ops.store.bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return None
+            raise
+
+    try:
+        return with_retries(head, sleep=ops.sleep, what="S3 HeadObject")
+    except Exception as exc:
+        if is_transient(exc):
+            raise StoreUnavailable(f"S3 HeadObject of {key} failed {failure(exc)}") from None
+        raise
+
+
+def package(ops: Ops, request_id: str, *, principal: str) -> dict[str, Any]:
+    """GET /requests/{id}/package: a link to the request's access package (one zip, SSE-KMS), minted for this
+    call and valid for `package_url_seconds`. The link is a bearer credential: it is never stored, logged or
+    put in an event; the audit trail records who got one, until when, and the package's sha256, before the
+    link is handed out (AuditUnavailable, and no link, when that record cannot be written)."""
+    manifest = _package_manifest(ops, request_id)
+    ref = manifest.package
+    if ref is None:
+        raise NotFound(
+            f"request {request_id} has no access package: its manifest records none (no export was asked, or "
+            "the request finished before dsrflow built access packages)"
+        )
+    if ref.status != "built":
+        why = ref.reason or (f"building it failed ({ref.error})" if ref.status == "failed" else "nothing to package")
+        raise NotFound(f"request {request_id} has no access package: {why}")
+    if ref.sha256 is None or ref.bytes is None:  # a built package always has both (core.models.PackageRef)
+        raise NotFound(f"request {request_id} has no access package: its manifest does not record its digest")
+    key = ref.key or package_key(request_id)
+    stored = _head(ops, key)
+    if stored is None:
+        raise NotFound(f"the access package of request {request_id} expired with the request data")
+    if stored != ref.bytes:
+        raise StateConflict(
+            f"request {request_id}: its access package holds {stored} bytes, its manifest records {ref.bytes}; "
+            "it is being rebuilt or was replaced: read the request again, or retry it to rebuild the package"
+        )
+    seconds = ops.package_url_seconds
+    expires_at = ops.now() + timedelta(seconds=seconds)
+    url = (ops.presigner or ops.store.s3).generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": ops.store.bucket,
+            "Key": key,
+            "ResponseContentDisposition": f'attachment; filename="dsrflow-access-{request_id}.zip"',
+        },
+        ExpiresIn=seconds,
+    )
+    if not ops.ledger.package_link(request_id, by=principal, expires_at=expires_at, sha256=ref.sha256):
+        raise AuditUnavailable(
+            f"request {request_id}: the link could not be recorded in the audit trail; nothing was handed out, "
+            "try again"
+        )
+    log.info("package link issued", extra={"request_id": request_id, "link_expires_at": iso_z(expires_at)})
+    return {
+        "request_id": request_id,
+        "url": url,
+        "expires_at": iso_z(expires_at),
+        "bytes": ref.bytes,
+        "sha256": ref.sha256,
+        "files": ref.files,
     }
 
 
@@ -413,7 +528,10 @@ def retry(ops: Ops, request_id: str, body: RetryBody, *, principal: str) -> dict
     for o in manifest.outcomes:
         if o.status in RETRYABLE and (wanted is None or o.vendor in wanted):
             rerun.setdefault(o.vendor, []).append(o.action)
-    if not rerun:
+    # Every action done but the access package failed: the retry runs no vendor branch at all (an empty Map)
+    # and only builds the package again, from the outcomes already recorded.
+    package_only = not rerun and wanted is None and manifest.package is not None and manifest.package.status == "failed"
+    if not rerun and not package_only:
         raise StateConflict(
             f"request {request_id}: nothing to retry (no vendor action failed, was withheld or denied"
             + (" among the vendors named" if wanted else "")
@@ -524,6 +642,13 @@ def cancel(ops: Ops, request_id: str, body: CancelBody, *, principal: str) -> di
         earlier_outcomes(ops.store, request_id, attempt), _so_far(ops, request_id, item, attempt, now), attempt
     )
     counts, _ = summarise(outcomes)
+    # An earlier attempt's access package still exists (this attempt's Package step never ran to Finalize):
+    # the cancelled manifest keeps pointing at it, so GET /requests/{id}/package still serves it.
+    previous = (
+        (ops.store.load_attempt_manifest(request_id, attempt - 1) or ops.store.load_manifest(request_id))
+        if attempt > 1
+        else None
+    )
     deadline = datetime.fromisoformat(item["deadline"])
     original = item.get("original_deadline")
     manifest = Manifest(
@@ -541,6 +666,7 @@ def cancel(ops: Ops, request_id: str, body: CancelBody, *, principal: str) -> di
         outcomes=outcomes,
         manifest_key=manifest_key(request_id),
         proof_key=proof_key(request_id),
+        package=previous.package if previous is not None else None,
     )
     ops.store.put_manifest(manifest)
     ops.ledger.cancelled(manifest, by=principal, reason=body.reason)
@@ -616,12 +742,14 @@ __all__ = [
     "Ops",
     "NotFound",
     "StateConflict",
+    "AuditUnavailable",
     "Decision",
     "Denial",
     "RetryBody",
     "CancelBody",
     "Extension",
     "describe",
+    "package",
     "list_requests",
     "audit",
     "approve",

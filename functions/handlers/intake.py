@@ -9,11 +9,13 @@ request validation are derived from that document, infra/triggers.py).
     GET  /requests                      list (?status=&due_before=&limit=&next_token=)
     GET  /requests/{request_id}         status, manifest, the ledger's view
     GET  /requests/{request_id}/audit   the audit trail (?limit=&next_token=)
+    GET  /requests/{request_id}/package a link to the access package (minted per call, audited; 503 if not)
     POST /requests/{request_id}/approve | deny | retry (202) | cancel | extend   the operator's actions
 
 Bad input is a 4xx naming what is wrong and never its value: 400 `{"error": "invalid request", "fields":
 [{"field", "message"}]}` (a malformed body, a wrong field, parameter or request id), 404 `{"error": "not found"}`,
-409 `{"error": "conflict"}` (a request id used by a different request; a state that does not allow the action).
+409 `{"error": "conflict"}` (a request id used by a different request; a state that does not allow the action),
+503 `{"error": "unavailable"}` (the audit trail could not record a package link: none was handed out).
 Only an internal failure (S3, KMS, Step Functions, DynamoDB, configuration) answers 500, with a body that names
 nothing from the request.
 
@@ -46,7 +48,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, SkipValidation
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SkipValidation
 
 from connectors import registry
 from core import intake, operations
@@ -117,10 +119,22 @@ class InvalidBody(BaseModel):
 
 
 class Problem(BaseModel):
-    """404 (`not found`), 409 (`conflict`), 500 (`internal error`)."""
+    """404 (`not found`), 409 (`conflict`), 503 (`unavailable`), 500 (`internal error`)."""
 
     error: str
     message: str
+
+
+class PackageLink(BaseModel):
+    """200 of GET /requests/{id}/package: a presigned GET of the access package (a bearer credential until
+    `expires_at`: hand it only to whom may read the subject's data), with what to verify the download against."""
+
+    request_id: str
+    url: str = Field(description="Presigned S3 GET (SigV4), minted for this call; never stored nor logged")
+    expires_at: str = Field(description="When the link stops working (RFC 3339, UTC)")
+    bytes: int = Field(description="The zip's size")
+    sha256: str = Field(description="The zip's sha256, hex")
+    files: int | None = Field(default=None, description="Files in the zip, index.html and manifest.json included")
 
 
 _ERRORS: dict[int, OpenAPIResponse] = {
@@ -131,6 +145,10 @@ _ERRORS: dict[int, OpenAPIResponse] = {
     404: {"description": "No request with this id", "content": {"application/json": {"model": Problem}}},
     409: {
         "description": "The request's state does not allow it (or the request id is used by another request)",
+        "content": {"application/json": {"model": Problem}},
+    },
+    503: {
+        "description": "The audit trail could not record it, so nothing was handed out; safe to retry",
         "content": {"application/json": {"model": Problem}},
     },
     500: {
@@ -240,6 +258,26 @@ def get_audit(request_id: RequestId, limit: Limit = DEFAULT_PAGE, next_token: Ne
     return _json(200, operations.audit(ops(), request_id, limit=limit, next_token=next_token))
 
 
+@app.get(
+    "/requests/<request_id>/package",
+    summary="A link to a request's access package (minted per call, audited)",
+    responses=_responses({200: "A presigned link, valid until expires_at"}, 404, 409, 503, model=PackageLink)
+    | {
+        404: {
+            "description": "No request with this id, or it has no access package (none was built, or it expired "
+            "with the request data)",
+            "content": {"application/json": {"model": Problem}},
+        },
+        409: {
+            "description": "The request is still running: its package is built once its exports finish",
+            "content": {"application/json": {"model": Problem}},
+        },
+    },
+)
+def get_package(request_id: RequestId) -> Response[object]:
+    return _json(200, operations.package(ops(), request_id, principal=_principal()))
+
+
 _ACTION_ERRORS = (404, 409)
 
 
@@ -344,6 +382,12 @@ def not_found(exc: operations.NotFound) -> Response[object]:
 def state_conflict(exc: operations.StateConflict) -> Response[object]:
     logger.info("state conflict", extra={"error": type(exc).__name__})
     return _json(409, {"error": "conflict", "message": exc.message})
+
+
+@app.exception_handler(operations.AuditUnavailable)  # type: ignore[untyped-decorator]  # idem
+def audit_unavailable(exc: operations.AuditUnavailable) -> Response[object]:
+    logger.warning("audit trail unavailable", extra={"error": type(exc).__name__})
+    return _json(503, {"error": "unavailable", "message": exc.message})
 
 
 @app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]  # idem

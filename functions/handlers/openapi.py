@@ -18,16 +18,16 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 
 # The API's version (the document's info.version): bump the minor for an added route or optional field, the
 # major for anything an existing caller would notice.
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 TITLE = "dsrflow"
 SECURITY_SCHEME = "sigv4"
 _POWERTOOLS_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
 
 DESCRIPTION = (
     "Submit and follow GDPR data-subject requests, and act on them as an operator (approve, deny, retry, "
-    "cancel, extend). Every call is signed with AWS Signature Version 4 (IAM): the caller's IAM principal is "
-    "who approved, denied, retried, cancelled or extended. A bad request is a 4xx naming what is wrong, "
-    "never its value."
+    "cancel, extend), and get a link to a request's access package. Every call is signed with AWS Signature "
+    "Version 4 (IAM): the caller's IAM principal is who approved, denied, retried, cancelled, extended or got a "
+    "link. A bad request is a 4xx naming what is wrong, never its value."
 )
 
 

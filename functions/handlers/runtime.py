@@ -47,6 +47,13 @@ def client(
     return boto3.client(service)
 
 
+@cache
+def presigner() -> S3Client:
+    """The client that signs links to the access package (GET /requests/{id}/package): SigV4 (botocore presigns
+    with SigV2 unless the signature version is set explicitly) on the bucket's regional virtual-hosted endpoint."""
+    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+
+
 def connector_for(vendor: str) -> Connector:
     # Not cached: the credentials come from Powertools' secret cache (max_age), so a rotated secret is
     # picked up without a cold start.
@@ -83,6 +90,7 @@ def runtime() -> Runtime:
 def reset() -> None:
     """Forget cached clients and settings (the local engine calls this between runs)."""
     client.cache_clear()  # type: ignore[attr-defined]  # the @cache wrapper behind the overloads
+    presigner.cache_clear()
     settings.cache_clear()
 
 
@@ -100,4 +108,6 @@ def ops() -> Ops:
         events=client("events") if s.event_bus_name else None,
         event_bus_name=s.event_bus_name,
         approval_gate=s.require_approval,
+        package_url_seconds=s.package_url_seconds,
+        presigner=presigner(),
     )

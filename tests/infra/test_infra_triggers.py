@@ -41,6 +41,7 @@ ROUTES = {
     ("GET", "/requests"),
     ("GET", "/requests/{request_id}"),
     ("GET", "/requests/{request_id}/audit"),
+    ("GET", "/requests/{request_id}/package"),
     *{("POST", f"/requests/{{request_id}}/{action}") for action in ("approve", "deny", "retry", "cancel", "extend")},
 }
 

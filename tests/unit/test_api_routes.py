@@ -49,7 +49,7 @@ class Calls:
         self.raise_: BaseException | None = None
         self.answer: Any = None
         monkeypatch.setattr(routes, "ops", lambda: OPS)
-        for name in ("list_requests", "describe", "audit", *ACTIONS):
+        for name in ("list_requests", "describe", "audit", "package", *ACTIONS):
             monkeypatch.setattr(operations, name, self._stub(name), raising=False)
 
     def _stub(self, name: str) -> Any:
@@ -123,6 +123,27 @@ def test_describe_and_audit(calls):
     assert calls.last[1] == (OPS, "r-1")
     assert call("GET", "/requests/r-1/audit", query={"limit": "5", "next_token": "abc"})[0] == 200
     assert calls.last[1:] == ((OPS, "r-1"), {"limit": 5, "next_token": "abc"})
+
+
+def test_package_gets_the_callers_principal(calls):
+    assert call("GET", "/requests/r-1/package") == (200, {"called": "package"})
+    assert calls.last[1:] == ((OPS, "r-1"), {"principal": PRINCIPAL})
+    status, _ = call("GET", "/requests/r-1/package", principal="")
+    assert status == 403 and len(calls.made) == 1, "no link without an IAM principal"
+    assert fields_of(*call("GET", "/requests/bad.id/package"))[0]["field"] == "request_id"
+
+
+def test_an_unrecordable_link_is_503_and_hands_out_nothing(calls):
+    from core.operations import AuditUnavailable
+
+    calls.raise_ = AuditUnavailable(
+        "request r-1: the link could not be recorded in the audit trail; nothing was handed out, try again"
+    )
+    status, body = call("GET", "/requests/r-1/package")
+    assert status == 503 and body == {
+        "error": "unavailable",
+        "message": "request r-1: the link could not be recorded in the audit trail; nothing was handed out, try again",
+    }
 
 
 @pytest.mark.parametrize("action", ACTIONS)
@@ -285,6 +306,7 @@ def test_an_unknown_key_that_is_not_a_name_is_not_repeated(calls):
     [
         ("GET", "/requests/r-1", None),
         ("GET", "/requests/r-1/audit", None),
+        ("GET", "/requests/r-1/package", None),
         *[("POST", f"/requests/r-1/{a}", VALID_BODIES[a]) for a in ACTIONS],
     ],
 )
@@ -350,11 +372,19 @@ queries = st.dictionaries(
     max_size=4,
 )
 paths = st.one_of(
-    st.sampled_from(["/requests", "/requests/r-1", "/requests/r-1/audit", *[f"/requests/r-1/{a}" for a in ACTIONS]]),
+    st.sampled_from(
+        [
+            "/requests",
+            "/requests/r-1",
+            "/requests/r-1/audit",
+            "/requests/r-1/package",
+            *[f"/requests/r-1/{a}" for a in ACTIONS],
+        ]
+    ),
     st.builds(
         lambda rid, tail: f"/requests/{rid}{tail}",
         st.text(max_size=90),
-        st.sampled_from(["", "/audit", *[f"/{a}" for a in ACTIONS]]),
+        st.sampled_from(["", "/audit", "/package", *[f"/{a}" for a in ACTIONS]]),
     ),
 )
 

@@ -18,6 +18,7 @@ ROUTES = {
     "/requests": {"get", "post"},
     "/requests/{request_id}": {"get"},
     "/requests/{request_id}/audit": {"get"},
+    "/requests/{request_id}/package": {"get"},
     **{f"/requests/{{request_id}}/{a}": {"post"} for a in ("approve", "deny", "retry", "cancel", "extend")},
 }
 

@@ -94,6 +94,11 @@ def test_request_data_expires(synth):
     assert expire["ExpirationInDays"] == 30  # the default retention
     assert expire["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
     assert expire["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # The access package expires with the request data: its key is under this rule's prefix and no other's.
+    from core.store import package_key
+
+    key = package_key("dsr-1")
+    assert [i for i, r in rules.items() if r.get("Prefix") and key.startswith(r["Prefix"])] == ["expire-request-data"]
     # The manifests' proof copy (no personal data) outlives the request data: three years by default.
     proof = rules["expire-proof"]
     assert proof["Prefix"] == "proof/" and proof["ExpirationInDays"] == 1095

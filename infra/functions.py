@@ -114,8 +114,9 @@ LEDGER_ACTIONS: dict[str, tuple[str, ...]] = {
     # POST /requests and every operator route: the request item (read, put, conditional updates: started,
     # approved/denied, retry claim, extension, cancel), audit events, and Queries (LEDGER_QUERIES).
     "intake": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
-    "submit": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
-    "check": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # GetItem: the request's deadline (an extension moves it), which caps every vendor job (core/tasks.py).
+    "submit": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "check": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "collect": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
     # The deadline (an extension moves it), the gate's token item, the request item, audit events.
     "approval": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),

@@ -107,6 +107,11 @@ class DeadlineExceeded(DsrError):
     """A vendor job did not finish before its deadline."""
 
 
+class DeadlineUnreachable(DsrError):
+    """The vendor cannot finish the action before the request's GDPR deadline (its documented earliest
+    completion falls after it): nothing was submitted. A DPO extends the deadline, then retries."""
+
+
 class DryRunViolation(DsrError):
     """A destructive vendor call was attempted during a dry run and refused before anything was sent."""
 

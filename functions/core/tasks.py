@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from core import vendor_said
 from core.archive_store import StoredArchive, store_archive
 from core.clock import iso_z, utcnow
-from core.domain import Action, Connector, Job, JobContext, Progress
+from core.domain import MIN_REAL_DEADLINE, Action, Connector, Job, JobContext, Progress, Schedule
 from core.errors import (
     MESSAGE_LIMIT,
     ApprovalTimedOut,
     ConfigError,
+    DeadlineUnreachable,
     DsrError,
     SubmissionUncertain,
     VendorError,
@@ -256,6 +257,71 @@ def _uncertain(exc: BaseException) -> bool:
     return not isinstance(exc, DsrError)
 
 
+# --- vendor jobs within the request's deadline ---------------------------------------------------------------
+#
+# Every vendor job ends by the request's GDPR deadline (extension included), whatever the connector's own
+# deadline says: Qualifio's 20-day export and 20-day erase could otherwise run to day 40. An export that an
+# erase follows ends earlier, by the erase's earliest completion (its connector's first look), so that the
+# erase can still finish in time. The cap is set at submit, in real time as every vendor duration is (at a
+# local time scale the vendor time left is shrunk like the schedules), and moved on at each check when the
+# deadline was extended meanwhile. A job whose vendor cannot finish before its cap (the connector's first
+# look already falls after it) is not submitted at all: DeadlineUnreachable, with the dates. A late retry
+# (the deadline has passed; the operator chose to act late) keeps the connector's own deadline.
+CAPPED = "capped_at"  # Job.state: the request deadline the cap was computed from (ISO)
+
+
+def _reserve(task: StepState, schedule: Schedule) -> timedelta:
+    """Vendor time an export leaves for the erase that follows it (none when no erase follows)."""
+    return schedule.first_check if task.action == Action.EXPORT and Action.ERASE in task.actions else timedelta(0)
+
+
+def _cap(task: StepState, schedule: Schedule, deadline: datetime, now: datetime) -> datetime | None:
+    """When the job must end at the latest, in real time; None when the request's deadline has passed."""
+    from core.clock import scaled
+
+    left = deadline - _reserve(task, schedule) - now  # vendor time
+    if deadline <= now:
+        return None
+    return now + scaled(max(left, timedelta(0)))
+
+
+def _ensure_reachable(task: StepState, connector: Connector, deadline: datetime, now: datetime) -> None:
+    from core.clock import scaled
+
+    cap = _cap(task, connector.schedule, deadline, now)
+    earliest = now + scaled(connector.schedule.first_check)
+    if cap is not None and earliest > cap:
+        then = "its erase" if _reserve(task, connector.schedule) else "the request's deadline"
+        raise DeadlineUnreachable(
+            f"{task.vendor}: the {task.action.value} cannot finish before {then}: {task.vendor} gives its first "
+            f"results {connector.schedule.first_check} after submission, and the request's deadline is "
+            f"{iso_z(deadline)}; nothing was submitted. Extend the deadline, then retry the request"
+        )
+
+
+def _capped(task: StepState, job: Job, schedule: Schedule, deadline: datetime, now: datetime) -> Job:
+    """The job with its deadline capped by the request's (see above); a job capped before keeps its cap and
+    moves it by any extension granted since."""
+    from core.clock import scaled
+
+    basis = job.state.get(CAPPED)
+    if isinstance(basis, str):
+        moved = deadline - datetime.fromisoformat(basis)
+        if moved <= timedelta(0):
+            return job
+        own = schedule.deadline_at(job.submitted_at)
+        capped = min(own, job.deadline_at + scaled(moved))
+    else:
+        cap = _cap(task, schedule, deadline, now)
+        if cap is None or cap >= job.deadline_at:
+            return job
+        capped = max(cap, now + MIN_REAL_DEADLINE)  # never shorter than a real step (see core.domain)
+    state = {**job.state, CAPPED: iso_z(deadline)}
+    return job.model_copy(
+        update={"deadline_at": capped, "state": state, "next_check_at": min(job.next_check_at, capped)}
+    )
+
+
 def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
     _require_verified_export(rt, task)
@@ -284,6 +350,8 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
                 "may have created the job each time); no third job is created. Check the vendor's console "
                 "for jobs of this request, then re-run if there is none"
             )
+        deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline or request.deadline)
+        _ensure_reachable(task, connector, deadline, ctx.now)  # before anything is sent
         possible_duplicate = record.unsettled() > 0
         ctx.after_uncertain_attempt = possible_duplicate
         record.begin(ctx.now)
@@ -300,6 +368,7 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
             raise VendorError(task.vendor, "answered a job id that is not in its documented format", acted=True)
         if possible_duplicate:
             job = job.model_copy(update={"state": {**job.state, "possible_duplicate": True}})
+        job = _capped(task, job, connector.schedule, deadline, ctx.now)
         record.end("created", job)
     return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
 
@@ -314,6 +383,9 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
         ready = Progress.ready("dry run: nothing was sent to the vendor")
         return _recorded(rt, task, "checked", _with_job(task, job, ready, ctx.now, request), request)
     connector = _connector(rt, task.vendor, request)
+    if isinstance(job.state.get(CAPPED), str):  # an extension granted since submit moves the cap on
+        deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline or request.deadline)
+        job = _capped(task, job, connector.schedule, deadline, ctx.now)
     with _vendor_words(rt, task, "check", ctx):
         # Deadlines are the connector's call: a job that finished late is still collected.
         progress = connector.check(job, ctx)
@@ -326,6 +398,8 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
         # "<vendor> <step>:" opening every other failure has.
         own = (progress.reason or "the vendor reported the job failed").removeprefix(f"{task.vendor}: ")
         error = progress.error or "VendorError"
+        if error == "DeadlineExceeded" and isinstance(job.state.get(CAPPED), str):
+            own += "; the job's deadline was the request's GDPR deadline: extend it, then retry the request"
         progress = progress.model_copy(update={"reason": f"{task.vendor} check: {own}", "error": error})
     if progress.status in ("pending", "needs_approval"):
         next_at = progress.next_check_at or ctx.now
@@ -690,9 +764,7 @@ def earlier_outcomes(store: Store, request_id: str, attempt: int) -> list[Action
     return list(earlier.outcomes) if earlier is not None else []
 
 
-def _outcomes(
-    payload: dict[str, Any], rt: Runtime, *, said: bool = True
-) -> tuple[ExecutionInput, list[ActionOutcome]]:
+def _outcomes(payload: dict[str, Any], rt: Runtime, *, said: bool = True) -> tuple[ExecutionInput, list[ActionOutcome]]:
     """Every vendor action's outcome once the Map has ended: this attempt's branches, the skipped actions,
     merged into the earlier attempts' (what the package packs and the manifest records). `said`: list the
     keys of the vendor's own words (the manifest points to them; the package has no use for them)."""

@@ -12,8 +12,9 @@ LEDGER_ACTIONS = {
     # received(), started(); the operator routes: decisions, retry claims, extensions, cancel (UpdateItem);
     # GET reads the item; Query: the audit trail and open gates (by pk), the list (indexes): QUERIES below.
     "intake": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
-    "submit": {"dynamodb:PutItem", "dynamodb:UpdateItem"},  # action(): the request item, an audit event
-    "check": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+    # The deadline that caps each vendor job (GetItem); action(): the request item, an audit event.
+    "submit": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "check": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
     "collect": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
     "finalize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},  # the deadline; finished()
     "approval": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},  # the deadline; the gate's token

@@ -1,7 +1,8 @@
 """store_archive into moto S3, in-process: throughput and peak memory for 16, 64 and 256 MiB archives.
 
 Archives arrive in 64 KiB chunks (what the connectors read from `iter_content`) and go up in the
-production part size (8 MiB). Two passes per size, because tracemalloc slows allocation-heavy code:
+production part size (8 MiB), with the default parts in flight (PARTS_IN_FLIGHT; bench_streaming compares
+1, 3 and 4 against boto3 over loopback). Two passes per size, because tracemalloc slows allocation-heavy code:
 
 - timed, untraced: MiB/s end to end (chunks -> sha256 -> botocore with its CRC32 trailer -> moto S3),
   including moto assembling the object in memory on CompleteMultipartUpload (S3 does that server-side);

@@ -70,7 +70,7 @@ SIZING: dict[str, Sizing] = {
     "collect": Sizing(1769, Duration.minutes(15), COLLECT_EPHEMERAL_MB),
     # Deflate and sha256 over every byte of every export on one vCPU: about 52 MiB/s for text, 254 MiB/s for
     # media stored as is (make bench), so 15 minutes packs the 32 GiB a package may hold. Memory: one ranged-read
-    # block and one part, whatever the data (core/package.py): 87 MiB peak RSS for a 1 GiB vendor zip.
+    # block and the parts in flight, whatever the data (core/package.py): 87-89 MiB peak RSS for a 1 GiB vendor zip.
     "package": Sizing(1769, Duration.minutes(15)),
     "finalize": Sizing(512, Duration.minutes(1)),
     "approval": Sizing(512, Duration.minutes(1)),  # a ledger read and write, an S3 read, one event

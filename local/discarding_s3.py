@@ -10,6 +10,7 @@ only the storage, which S3 does on its side.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ class DiscardingS3:
             "s3", region_name=region, aws_access_key_id="discard", aws_secret_access_key="discard"
         )
         self.received = 0  # decoded part bytes drained so far
+        self._lock = threading.Lock()  # parts arrive from several uploader threads (core/archive_store.py)
         events = self.client.meta.events
         # botocore-stubs types every handler as returning None; a before-send handler returns the answer.
         events.register("before-send.s3.CreateMultipartUpload", self._create)  # type: ignore[arg-type]  # see above
@@ -47,7 +49,8 @@ class DiscardingS3:
     def _part(self, request: Any, **_: Any) -> AWSResponse:
         while request.body.read(256 * 1024):  # drain like a socket would, block by block
             pass
-        self.received += int(request.headers["X-Amz-Decoded-Content-Length"])
+        with self._lock:
+            self.received += int(request.headers["X-Amz-Decoded-Content-Length"])
         return self._answer(request, headers={"ETag": '"part"'})
 
     def _complete(self, request: Any, **_: Any) -> AWSResponse:

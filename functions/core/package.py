@@ -14,7 +14,8 @@ Memory is bounded by the read block and the part size, not by the data:
   PACKAGE_READ_MB (default 8 MiB) is held at a time. No /tmp is used, so the package needs no ephemeral storage
   beyond Lambda's default, whatever the archives' sizes;
 - members are copied in COPY_CHUNK pieces through zlib into a `MultipartWriter` (core/archive_store.py), which
-  holds one part (8 MiB) and sends it with its CRC32;
+  holds the part being filled and the parts in flight (PARTS_IN_FLIGHT, (N+1) x 8 MiB) and sends each with
+  its CRC32 while the next is deflated;
 - the sha256 of every file is computed on the way, and the package's own as it is uploaded.
 
 Integrity: a vendor zip's members are checked against their CRC as they are read (zipfile), a vendor file

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import random
+import threading
+import time
 import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -22,11 +24,14 @@ from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 from moto import mock_aws
 
 from connectors.base import Archive
+from core import archive_store
 from core.archive_store import (
     CHECKSUM_ALGORITHM,
     MAX_PARTS,
+    PARTS_IN_FLIGHT,
     S3_RETRY_DELAYS,
     UPLOAD_TOKEN,
+    MultipartWriter,
     StoredArchive,
     crc32_b64,
     rehash_stored,
@@ -151,6 +156,53 @@ def stored_body(aws, key: str = KEY) -> bytes:
     return aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
+def part_attempts(s3: FaultyS3) -> dict[int, int]:
+    """UploadPart calls per part number."""
+    counts: dict[int, int] = {}
+    for phase, name, number in s3.events:
+        if phase == "start" and name == "upload_part" and number is not None:
+            counts[number] = counts.get(number, 0) + 1
+    return counts
+
+
+def most_parts_at_once(s3: FaultyS3) -> int:
+    """The most UploadPart calls that were under way at the same time."""
+    now = most = 0
+    for phase, name, _ in s3.events:
+        if name == "upload_part":
+            now += 1 if phase == "start" else -1
+            most = max(most, now)
+    return most
+
+
+def assert_no_part_after_the_abort(s3: FaultyS3) -> None:
+    """Every UploadPart had returned before AbortMultipartUpload was sent, and none began after it."""
+    events = s3.events
+    abort = events.index(("start", "abort_multipart_upload", None))
+    assert [e for e in events[abort:] if e[1] == "upload_part"] == []
+    starts = sum(1 for e in events[:abort] if e[:2] == ("start", "upload_part"))
+    ends = sum(1 for e in events[:abort] if e[:2] == ("end", "upload_part"))
+    assert starts == ends, f"{starts - ends} UploadPart call(s) still under way when the abort was sent"
+
+
+class SlowParts:
+    """Delegates to an S3 client; each UploadPart waits `delay(part number)` seconds before it is sent, as a
+    slow S3 request would, and the threads it ran in are recorded."""
+
+    def __init__(self, client: Any, delay: Callable[[int], float]):
+        self._client = client
+        self._delay = delay
+        self.threads: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self._delay(kwargs["PartNumber"]))
+        return self._client.upload_part(**kwargs)
+
+
 # --- archives that land --------------------------------------------------------------------------------------
 
 
@@ -216,30 +268,40 @@ def test_empty_archive_is_stored_as_an_empty_encrypted_object(aws, chunks):
 
 class Wire:
     """What botocore makes of our calls, from its event system: the API parameters we passed
-    (before-parameter-build), the headers it sends (before-send) and the answers it parsed (after-call)."""
+    (before-parameter-build), the headers it sends (before-send) and the answers it parsed (after-call).
+    Parts go up from several threads: each record is tagged with the PartNumber its thread is sending
+    (botocore fires a call's events in the calling thread), and `of` lists them in part-number order."""
 
     def __init__(self, client: Any):
-        self.params: list[tuple[str, dict[str, Any]]] = []
-        self.headers: list[tuple[str, dict[str, str]]] = []
-        self.answers: list[tuple[str, dict[str, Any]]] = []
+        self.params: list[tuple[str, int, dict[str, Any]]] = []
+        self.headers: list[tuple[str, int, dict[str, str]]] = []
+        self.answers: list[tuple[str, int, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.local()
         events = client.meta.events
         events.register("before-parameter-build.s3", self._params)
         events.register("before-send.s3", self._send)
         events.register("after-call.s3", self._answer)
 
+    def _record(self, where: list[Any], operation: str, value: Any) -> None:
+        with self._lock:
+            where.append((operation, getattr(self._thread, "part", 0), value))
+
     def _params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        self.params.append((model.name, dict(params)))
+        self._thread.part = params.get("PartNumber", 0)
+        self._record(self.params, model.name, dict(params))
 
     def _send(self, request: Any, **kwargs: Any) -> None:
         operation = kwargs["event_name"].rsplit(".", 1)[1]
         headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
-        self.headers.append((operation, headers))
+        self._record(self.headers, operation, headers)
 
     def _answer(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        self.answers.append((model.name, parsed))
+        self._record(self.answers, model.name, parsed)
 
-    def of(self, what: list[tuple[str, Any]], operation: str) -> list[Any]:
-        return [value for name, value in what if name == operation]
+    def of(self, what: list[tuple[str, int, Any]], operation: str) -> list[Any]:
+        with self._lock:
+            return [value for name, _, value in sorted(what, key=lambda r: r[1]) if name == operation]
 
 
 def parts_of(data: bytes, size: int = PART) -> list[bytes]:
@@ -545,6 +607,7 @@ def test_longer_than_announced_is_rejected_without_reading_to_the_end(aws):
     ],
 )
 def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, operation, method):
+    """One part in flight: the attempts are counted exactly (parts in flight: the next test)."""
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
     s3 = FaultyS3(aws.s3).fail(method, on=None)
 
@@ -553,7 +616,7 @@ def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, opera
         match=rf"^{KEY}: S3 {operation} failed \(InternalError\) after 4 "
         r"attempts; nothing was stored$",
     ):
-        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps, parts_in_flight=1)
 
     assert s3.calls.count(method) == 4
     assert sleeps.delays[:3] == list(S3_RETRY_DELAYS)
@@ -563,14 +626,36 @@ def test_s3_failing_on_every_attempt_aborts_after_the_retries(aws, sleeps, opera
     assert source.closed == 1
 
 
-def test_s3_refusal_that_is_not_transient_is_not_retried(aws, sleeps):
+def test_parts_in_flight_failing_on_every_attempt_abort_after_each_parts_retries_at_most(aws, sleeps):
     source = Source(random_chunks([MIB] * 12), length=12 * MIB)
-    s3 = FaultyS3(aws.s3).fail("upload_part", on=[2], error=lambda: client_error("AccessDenied", 403))
+    s3 = FaultyS3(aws.s3).fail("upload_part", on=None)
 
-    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \(AccessDenied\); nothing"):
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \(InternalError\) after 4 attempts"):
         store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps)
 
-    assert s3.calls.count("upload_part") == 2 and sleeps.delays == []
+    attempts = part_attempts(s3)
+    assert max(attempts.values()) == 4 and all(n <= 4 for n in attempts.values())  # a stopped part tries no more
+    assert s3.calls[-1] == "abort_multipart_upload"
+    assert_no_part_after_the_abort(s3)
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, PARTS_IN_FLIGHT])
+def test_s3_refusal_that_is_not_transient_is_not_retried(aws, sleeps, parts_in_flight):
+    source = Source(random_chunks([MIB] * 12), length=12 * MIB)
+    refused = lambda: client_error("AccessDenied", 403)  # noqa: E731
+    s3 = FaultyS3(aws.s3).fail("upload_part", on=[1], part=2, error=refused)
+
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \(AccessDenied\); nothing"):
+        store_archive(
+            s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps, parts_in_flight=parts_in_flight
+        )
+
+    assert part_attempts(s3)[2] == 1 and sleeps.delays == []
+    if parts_in_flight == 1:
+        assert s3.calls.count("upload_part") == 2  # the last part is never sent
+    assert_no_part_after_the_abort(s3)
     assert_nothing_stored(aws)
 
 
@@ -638,6 +723,159 @@ def test_part_size_below_the_s3_minimum_is_refused(aws):
         store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART - 1)
 
     assert source.closed == 1
+
+
+# --- parts in flight ---------------------------------------------------------------------------------------
+
+
+def no_uploader_threads() -> bool:
+    return not [t for t in threading.enumerate() if t.name.startswith("dsrflow-part")]
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, 2, 3, 4])
+def test_parts_in_flight_overlap_up_to_the_limit_and_never_beyond(aws, parts_in_flight):
+    data = b"".join(random_chunks([MIB] * 32))  # 7 parts: six of 5 MiB and one of 2 MiB
+    slow = SlowParts(aws.s3, lambda _: 0.25)
+    s3 = FaultyS3(slow)
+
+    stored = store_archive(
+        s3,
+        BUCKET,
+        KEY,
+        aws.key_arn,
+        Source(pieces(data, MIB), length=len(data)).archive,
+        part_size=PART,
+        parts_in_flight=parts_in_flight,
+    )
+
+    assert most_parts_at_once(s3) == parts_in_flight
+    assert part_attempts(s3) == {n: 1 for n in range(1, 8)}
+    assert (stored.bytes, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert stored_body(aws) == data
+    if parts_in_flight == 1:
+        assert slow.threads == {threading.current_thread().name}  # as before: in the caller's thread
+    else:
+        assert threading.current_thread().name not in slow.threads and len(slow.threads) <= parts_in_flight
+    assert no_uploader_threads()
+
+
+def test_parts_completing_out_of_order_are_listed_in_part_number_order(aws):
+    data = b"".join(random_chunks([MIB] * 12))  # 3 parts, all in flight at once
+    s3 = FaultyS3(SlowParts(aws.s3, lambda n: {1: 0.6, 2: 0.3, 3: 0.0}[n]))
+    wire = Wire(aws.s3)
+
+    store_archive(s3, BUCKET, KEY, aws.key_arn, Source(pieces(data, MIB)).archive, part_size=PART, parts_in_flight=3)
+
+    assert [n for phase, name, n in s3.events if (phase, name) == ("end", "upload_part")] == [3, 2, 1]
+    etags = [a["ETag"] for a in wire.of(wire.answers, "UploadPart")]  # in part-number order
+    (complete,) = wire.of(wire.params, "CompleteMultipartUpload")
+    assert complete["MultipartUpload"]["Parts"] == [
+        {"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc32_b64(part)}
+        for n, (etag, part) in enumerate(zip(etags, parts_of(data), strict=True), 1)
+    ]
+    assert stored_body(aws) == data
+
+
+@pytest.mark.parametrize(
+    "error, attempts",
+    [(lambda: client_error("AccessDenied", 403), 1), (lambda: client_error("InternalError", 500), 4)],
+    ids=["refused", "transient-every-time"],
+)
+def test_a_part_failing_while_others_are_in_flight_aborts_once_they_have_ended(aws, sleeps, error, attempts):
+    source = Source(random_chunks([MIB] * 40), length=40 * MIB)  # 8 parts
+    s3 = FaultyS3(SlowParts(aws.s3, lambda n: 0.0 if n == 2 else 0.3)).fail("upload_part", on=None, part=2, error=error)
+
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: S3 UploadPart failed \((AccessDenied|InternalError)\)"):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, sleep=sleeps, parts_in_flight=3)
+
+    assert part_attempts(s3)[2] == attempts
+    assert most_parts_at_once(s3) >= 2  # part 2 failed while part 1 was under way
+    assert s3.calls[-1] == "abort_multipart_upload"
+    assert_no_part_after_the_abort(s3)
+    assert source.pulled < 40  # the download stopped at a part boundary, not at its end
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+    assert no_uploader_threads()
+
+
+def test_interrupt_while_parts_are_in_flight_waits_for_them_then_aborts(aws):
+    source = Source(random_chunks([MIB] * 30), fail_after=17, error=KeyboardInterrupt(), kind="zip")
+    s3 = FaultyS3(SlowParts(aws.s3, lambda _: 0.3))
+
+    with pytest.raises(KeyboardInterrupt):
+        store_archive(s3, BUCKET, KEY, aws.key_arn, source.archive, part_size=PART, parts_in_flight=3)
+
+    assert most_parts_at_once(s3) == 3  # parts 1 to 3 were under way when the interrupt came
+    assert_no_part_after_the_abort(s3)
+    assert_nothing_stored(aws)
+    assert source.closed == 1
+    assert no_uploader_threads()
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, 3])
+def test_more_parts_than_s3_allows_aborts_before_the_extra_part(aws, monkeypatch, parts_in_flight):
+    monkeypatch.setattr(archive_store, "MAX_PARTS", 2)
+    source = Source(random_chunks([MIB] * 12))  # no announced length: found out while streaming
+
+    with pytest.raises(ArchiveTransferError, match=rf"^{KEY}: the archive exceeds 2 parts of 5242880 bytes; nothing"):
+        store_archive(
+            s3 := FaultyS3(aws.s3), BUCKET, KEY, aws.key_arn, source.archive, PART, parts_in_flight=parts_in_flight
+        )
+
+    assert sorted(part_attempts(s3)) == [1, 2]
+    assert_no_part_after_the_abort(s3)
+    assert_nothing_stored(aws)
+
+
+@pytest.mark.parametrize("parts_in_flight", [0, 11])
+def test_parts_in_flight_outside_the_pool_limit_is_refused(aws, parts_in_flight):
+    source = Source(random_chunks([10]))
+
+    with pytest.raises(ValueError, match="parts_in_flight must be between 1 and 10"):
+        store_archive(aws.s3, BUCKET, KEY, aws.key_arn, source.archive, PART, parts_in_flight=parts_in_flight)
+    with pytest.raises(ValueError, match="parts_in_flight"):
+        MultipartWriter(aws.s3, BUCKET, KEY, aws.key_arn, part_size=PART, parts_in_flight=parts_in_flight)
+
+    assert source.closed == 1
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, PARTS_IN_FLIGHT])
+def test_multipart_writer_keeps_parts_in_flight_and_lands_byte_identical(aws, parts_in_flight):
+    data = b"".join(random_chunks([MIB] * 22))  # 5 parts
+    s3 = FaultyS3(SlowParts(aws.s3, lambda _: 0.2))
+
+    with MultipartWriter(
+        s3, BUCKET, KEY, aws.key_arn, content_type="application/zip", part_size=PART, parts_in_flight=parts_in_flight
+    ) as out:
+        for piece in pieces(data, 300_000):
+            out.write(piece)
+        assert out.tell() == len(data)
+
+    assert out.stored == (len(data), hashlib.sha256(data).hexdigest())
+    assert most_parts_at_once(s3) == parts_in_flight
+    assert s3.part_sizes == [PART] * 4 + [2 * MIB]
+    assert stored_body(aws) == data
+    assert pending_uploads(aws.s3) == [] and no_uploader_threads()
+
+
+def test_multipart_writer_part_failing_while_others_are_in_flight_aborts(aws, sleeps):
+    data = b"".join(random_chunks([MIB] * 40))
+    refused = lambda: client_error("AccessDenied", 403)  # noqa: E731
+    s3 = FaultyS3(SlowParts(aws.s3, lambda n: 0.0 if n == 2 else 0.3)).fail(
+        "upload_part", on=None, part=2, error=refused
+    )
+    written = 0
+
+    with pytest.raises(ArchiveTransferError, match=r"S3 UploadPart failed \(AccessDenied\); nothing was stored"):
+        with MultipartWriter(s3, BUCKET, KEY, aws.key_arn, part_size=PART, sleep=sleeps) as out:
+            for piece in pieces(data, MIB):
+                written += out.write(piece)
+
+    assert out.stored is None
+    assert written < len(data)  # write raised at a part boundary, before the end
+    assert_no_part_after_the_abort(s3)
+    assert objects(aws.s3) == [] and pending_uploads(aws.s3) == []
+    assert no_uploader_threads()
 
 
 # --- S3 hiccups: retried, nothing lost -----------------------------------------------------------------------
@@ -810,12 +1048,43 @@ def write_stored_zip(path: Path, total: int, member: int = 8 * MIB) -> None:
                     out.write(rng.randbytes(MIB))
 
 
+class SlowSink(DiscardingS3):
+    """DiscardingS3 for parts sent from several threads (its byte counter is not thread-safe), each part held
+    `delay` seconds as a slow S3 would, so that every allowed part really is in flight; records the most
+    parts in flight at once."""
+
+    def __init__(self, delay: float) -> None:
+        self._lock = threading.Lock()
+        self._delay = delay
+        self._now = 0
+        self.most = 0
+        super().__init__()
+
+    def _part(self, request: Any, **_: Any) -> Any:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        try:
+            time.sleep(self._delay)
+            while request.body.read(256 * 1024):  # drain like a socket would, block by block
+                pass
+            with self._lock:
+                self.received += int(request.headers["X-Amz-Decoded-Content-Length"])
+            return self._answer(request, headers={"ETag": '"part"'})
+        finally:
+            with self._lock:
+                self._now -= 1
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, PARTS_IN_FLIGHT])
 @pytest.mark.parametrize("kind", ["bytes", "zip"])
-def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypatch, kind):
+def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypatch, kind, parts_in_flight):
+    """The part buffer, one copy per part in flight, and botocore's own: (N + 1) parts plus less than one more
+    (the bound with one part in flight was always 3 parts)."""
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setenv("ARCHIVE_SPOOL_DIR", str(spool))
-    sink = DiscardingS3()
+    sink = SlowSink(delay=0.05 if parts_in_flight > 1 else 0.0)
     if kind == "zip":
         source_path = tmp_path / "export.zip"
         write_stored_zip(source_path, 64 * MIB)
@@ -828,8 +1097,16 @@ def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypa
         chunks = lambda: random_chunks(sizes)  # noqa: E731
         warm_chunks = random_chunks([MIB] * 6)
     # Warm up botocore (endpoint rules, models, signer) and zipfile so their one-off caches are not counted.
-    store_archive(sink.client, BUCKET, KEY, "alias/k", Source(warm_chunks, kind=kind).archive, part_size=PART)
-    sink.received = 0
+    store_archive(
+        sink.client,
+        BUCKET,
+        KEY,
+        "alias/k",
+        Source(warm_chunks, kind=kind).archive,
+        part_size=PART,
+        parts_in_flight=parts_in_flight,
+    )
+    sink.received = sink.most = 0
     on_disk: list[int] = []
 
     def watched() -> Iterator[bytes]:
@@ -841,7 +1118,13 @@ def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypa
     tracemalloc.start()
     try:
         stored = store_archive(
-            sink.client, BUCKET, KEY, "alias/k", Source(watched(), kind=kind).archive, part_size=PART
+            sink.client,
+            BUCKET,
+            KEY,
+            "alias/k",
+            Source(watched(), kind=kind).archive,
+            part_size=PART,
+            parts_in_flight=parts_in_flight,
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -854,5 +1137,7 @@ def test_memory_stays_within_a_few_parts_for_a_64_mib_archive(tmp_path, monkeypa
     if kind == "zip":
         assert stored.members == 8
         assert len(on_disk) == 1 and on_disk[0] >= 49 * MIB
-    assert peak < 3 * PART, f"peak traced memory {peak / MIB:.1f} MiB for 5 MiB parts"
+    assert sink.most == parts_in_flight  # the bound below held with every allowed part in flight
+    bound = (parts_in_flight + 2) * PART
+    assert peak < bound, f"peak traced memory {peak / MIB:.1f} MiB for {parts_in_flight} x 5 MiB parts in flight"
     assert open_spools(spool) == [] and os.listdir(spool) == []

@@ -16,11 +16,13 @@ what the ASL Retry/Catch match on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -74,13 +76,23 @@ def _lambda_api_error(code: str) -> Exception:
     return error
 
 
+# Handlers whose module keeps the current event on a module-level object: Powertools' API resolver (intake's
+# `app`) holds `current_event` and `context` on the app, as one Lambda execution environment may, since it
+# takes one event at a time. In one process, concurrent calls would read each other's event (a new id answered
+# "duplicate", a request never started), so each of these runs one invocation at a time, as one environment.
+ONE_EVENT_AT_A_TIME = frozenset({"handlers.intake"})
+_MODULE_LOCKS = {name: threading.Lock() for name in ONE_EVENT_AT_A_TIME}
+
+
 def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any):
     fn = backend.get_function(function_name, qualifier)
     module_name, attr = fn.handler.rsplit(".", 1)
     handler: Callable = getattr(importlib.import_module(module_name), attr)
     event = json.loads(body) if body else {}
+    lock = _MODULE_LOCKS.get(module_name) or contextlib.nullcontext()
     try:
-        result = handler(event, _Context(fn.function_name, fn.function_arn))
+        with lock:
+            result = handler(event, _Context(fn.function_name, fn.function_arn))
     except Exception as exc:  # as Lambda reports an unhandled error
         response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()

@@ -9,7 +9,14 @@ STAMP  := $(VENV)/.installed
 LAMBDA_PYTHON     := 3.13
 LAMBDA_ARCH       := aarch64
 LAMBDA_DEPS       := build/lambda-deps
-LAMBDA_DEPS_STAMP := build/.lambda-deps-installed
+# The stamp names what the layer is built for and that it is precompiled: a layer built before (another ABI,
+# or without bytecode) is rebuilt.
+LAMBDA_DEPS_STAMP := build/.lambda-deps-installed-$(LAMBDA_PYTHON)-$(LAMBDA_ARCH)-pyc
+# The interpreter that compiles the layer's bytecode: bytecode is specific to a Python version (a 3.11 .pyc is
+# never read by 3.13), so it must be the Lambda's: python3.13 on PATH, else one installed by pyenv; or pass
+# LAMBDA_PYTHON_BIN=/path/to/python3.13. Any patch release will do (the bytecode format is fixed within 3.13).
+LAMBDA_PYTHON_BIN ?= $(or $(shell python$(LAMBDA_PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null),$(lastword \
+  $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/$(LAMBDA_PYTHON).*/bin/python$(LAMBDA_PYTHON))),python$(LAMBDA_PYTHON))
 # The cdk CLI (npm package aws-cdk), pinned and installed under build/ by this Makefile, never by hand.
 CDK_CLI_VERSION := 2.1148.1
 CDK_STAMP       := build/cdk-cli/.installed-$(CDK_CLI_VERSION)
@@ -112,12 +119,25 @@ smoke: $(STAMP)
 lambda-deps: $(LAMBDA_DEPS_STAMP)
 
 # Only the venv's pip is needed (order-only): a change to requirements-dev.txt must not rebuild the layer.
+# Then the layer is precompiled, because Lambda's filesystem is read-only: a layer without bytecode compiles every
+# module it imports on every cold start and can keep none of it (a handler's import took 3-4x a precompiled
+# `import boto3` plus a client; precompiled, about 0.4x its own time: `make bench`, bench_cold_start). With the
+# Lambda's Python (LAMBDA_PYTHON_BIN: no such interpreter fails here, before anything is removed) and unchecked-hash
+# .pyc files: the asset's zip does not keep the files' times, so timestamp-checked .pyc files would all look stale,
+# and a checked hash would read and hash every source file again. -s/-p record /opt/python (where Lambda mounts the
+# layer) as the source path, not this checkout's. tests/unit/test_cold_start.py keeps this step here.
 $(LAMBDA_DEPS_STAMP): requirements.txt | $(STAMP)
+	@$(LAMBDA_PYTHON_BIN) -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(LAMBDA_PYTHON)")' 2>/dev/null \
+	  || { echo "make lambda-deps: no Python $(LAMBDA_PYTHON) interpreter ('$(LAMBDA_PYTHON_BIN)') to compile the layer's" \
+	  "bytecode with (the Lambda runs $(LAMBDA_PYTHON)); install one or pass LAMBDA_PYTHON_BIN=/path/to/python$(LAMBDA_PYTHON)" >&2; \
+	  exit 1; }
 	rm -rf $(LAMBDA_DEPS)
 	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check --only-binary=:all: \
 	  --platform manylinux2014_$(LAMBDA_ARCH) --platform manylinux_2_28_$(LAMBDA_ARCH) \
 	  --implementation cp --python-version $(LAMBDA_PYTHON) \
 	  --target $(LAMBDA_DEPS)/python -r requirements.txt
+	$(LAMBDA_PYTHON_BIN) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+	  -s $(LAMBDA_DEPS)/python -p /opt/python $(LAMBDA_DEPS)/python
 	touch $@
 
 cdk-cli: $(CDK_STAMP)

@@ -15,7 +15,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.errors import DsrError, TaskCrashed
-from core.http import invocation_deadline
 from core.models import StepState
 from core.tasks import Runtime
 from handlers.runtime import runtime
@@ -45,6 +44,10 @@ def job_task(
     …"), so the manifest and the console say where it broke. An exception dsrflow did not anticipate becomes
     TaskCrashed naming only its type and where it was raised: its own text may quote personal data.
     """
+    # Here, not at the top: only the job-loop tasks bound their vendor calls (core.http is the HTTP client,
+    # requests and urllib3), the other handlers share this module without them (issue 11, cold start).
+    from core.http import invocation_deadline
+
     name = step.__name__
 
     @logger.inject_lambda_context(correlation_id_path="request_id", clear_state=True)

@@ -2,6 +2,11 @@
 
 Clients are built once per container. It lives in `handlers`, not `core`, because it joins the two: core's
 tasks take a `Runtime` whose `connector_for` comes from `connectors.registry` (core never imports connectors).
+
+Every handler imports this module, so what only some of them need is imported where it is used (issue 11, cold
+start): the connectors and their secrets (HTTP clients, Powertools' parameters) by `connector_for`, which the
+vendor tasks import at once themselves (handlers/submit.py), and the operator routes (core.operations) by `ops`.
+tests/unit/test_cold_start.py keeps them out of the other handlers' imports.
 """
 
 from __future__ import annotations
@@ -12,12 +17,8 @@ from typing import TYPE_CHECKING, Literal, overload
 import boto3
 from botocore.config import Config
 
-from connectors import registry
-from connectors.base import Connector
 from core.errors import ConfigError
 from core.ledger import Ledger
-from core.operations import Ops
-from core.secrets import vendor_credentials
 from core.settings import settings
 from core.store import Store
 from core.tasks import Runtime
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
+
+    from connectors.base import Connector
+    from core.operations import Ops
 
 
 @overload
@@ -57,6 +61,9 @@ def presigner() -> S3Client:
 def connector_for(vendor: str) -> Connector:
     # Not cached: the credentials come from Powertools' secret cache (max_age), so a rotated secret is
     # picked up without a cold start.
+    from connectors import registry
+    from core.secrets import vendor_credentials
+
     return registry.build(vendor, vendor_credentials(vendor), manual_approval=settings().approval_mode == "manual")
 
 
@@ -96,6 +103,8 @@ def reset() -> None:
 
 def ops() -> Ops:
     """The operator routes' dependencies (core/operations.py): they need the ledger."""
+    from core.operations import Ops
+
     s = settings()
     rt = runtime()
     if rt.ledger is None:

@@ -1,0 +1,174 @@
+"""Cold start: the time each Lambda handler takes to import, without bytecode and precompiled (issue 11).
+
+Lambda's filesystem is read-only. A module without a .pyc next to its source is compiled every time it is
+imported, and the result cannot be kept, so it is compiled again on the next cold start. This is modelled on
+this machine:
+- what the handlers import from the venv (every distribution that supplies one of the modules they load)
+  is copied without bytecode to a temporary `python/` folder (the layer, /opt/python on Lambda), and
+  functions/ to `task/` (the code asset, /var/task);
+- each statement runs in a fresh interpreter started with `-S -B` and PYTHONDONTWRITEBYTECODE=1: no
+  site-packages (so no venv bytecode), the two copies on PYTHONPATH, and nothing written (the read-only
+  filesystem). The standard library keeps its own bytecode, as the Lambda runtime's does;
+- the environment is a Lambda's: LAMBDA_TASK_ROOT set (so Powertools' Tracer is on and patches the SDKs, as
+  with active tracing), the functions' POWERTOOLS_* settings, a region and dummy ARCHIVE_BUCKET and ledger.
+
+Three states of the copies: "none" (no bytecode at all: the layer as `make lambda-deps` built it before it
+compiled it), "layer" (the layer compiled as `make lambda-deps` compiles it, compileall --invalidation-mode
+unchecked-hash, the code asset still without bytecode: what is deployed now) and "both" (the code asset
+compiled too). Each figure is the median of RUNS fresh interpreters, the CPU time from before the import to
+after it (interpreter start-up excluded), rounds interleaved so that a busy machine slows every column alike.
+
+The baseline is a function that only does `import boto3; boto3.client("s3")` with bytecode: about what a
+Lambda with the runtime's own (precompiled) SDK spends. The target is a handler at most TARGET times that.
+This runs the venv's Python (3.11), not the Lambda's 3.13: the ratios carry over, the milliseconds do not.
+
+Prints figures only; it never fails on a number.
+"""
+
+from __future__ import annotations
+
+import compileall
+import json
+import os
+import py_compile
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = ROOT / "functions"
+RUNS = int(os.environ.get("BENCH_COLD_START_RUNS", "5"))
+TARGET = 1.2
+STATES = ("none", "layer", "both")
+BASELINE = "import boto3; boto3.client('s3', region_name='eu-west-1')"
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def _handlers() -> dict[str, str]:
+    sys.path.insert(0, str(FUNCTIONS))
+    from handlers.catalog import HANDLERS
+
+    return {name: h.handler.rsplit(".", 1)[0] for name, h in HANDLERS.items()}
+
+
+def _lambda_env(task: Path, layer: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": f"{task}{os.pathsep}{layer}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "LAMBDA_TASK_ROOT": str(task),
+        "AWS_LAMBDA_FUNCTION_NAME": "dsrflow-bench",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "ARCHIVE_BUCKET": "dsrflow-bench-archive",
+        "ARCHIVE_KMS_KEY_ID": "arn:aws:kms:eu-west-1:123456789012:key/bench",
+        "LEDGER_TABLE": "dsrflow-bench-ledger",
+        "POWERTOOLS_SERVICE_NAME": "dsrflow",
+        "POWERTOOLS_METRICS_NAMESPACE": "dsrflow",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+    }
+
+
+def _loaded_from_venv(modules: list[str]) -> set[str]:
+    """The top-level names of every non-stdlib module the handlers (and the baseline) load, in this venv."""
+    lines = [
+        "import json, sys",
+        "before = set(sys.modules)",  # the interpreter's own start-up (site's .pth files), not the handlers'
+        BASELINE,
+        *(f"import {m}" for m in modules),
+        "stdlib = set(sys.stdlib_module_names)",
+        "print(json.dumps(sorted({n.split('.')[0] for n, m in list(sys.modules.items()) if n not in before"
+        " and 'site-packages' in (getattr(m, '__file__', None) or '') and n.split('.')[0] not in stdlib})))",
+    ]
+    code = "\n".join(lines)
+    env = {**_lambda_env(FUNCTIONS, FUNCTIONS), "PYTHONPATH": str(FUNCTIONS)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _copy_layer(top_level: set[str], layer: Path) -> list[str]:
+    """Every file (but bytecode) of every distribution that provides one of `top_level`, as pip --target lays
+    them out; the distributions' names."""
+    provides = metadata.packages_distributions()
+    names = sorted({dist for top in top_level for dist in provides.get(top, [])})
+    for name in names:
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            if "__pycache__" in file.parts or file.suffix == ".pyc" or ".." in file.parts:
+                continue
+            source = Path(str(dist.locate_file(file)))
+            if source.is_file():
+                target = layer / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+    return names
+
+
+def _compile(folder: Path) -> None:
+    # As `make lambda-deps` does: the source is never checked against the .pyc (timestamps do not survive a zip).
+    ok = compileall.compile_dir(
+        str(folder), quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    if not ok:
+        print(f"  (some files of {folder.name} did not compile)")
+
+
+def _time_ms(statement: str, env: dict[str, str]) -> float:
+    # CPU time (user + system) of the interpreter, not the wall clock: an import is all CPU once its files are in
+    # the page cache, and on a shared machine the wall clock counts the other processes too.
+    code = f"import time as _t\n_s = _t.process_time()\n{statement}\nprint((_t.process_time() - _s) * 1000)\n"
+    out = subprocess.run([sys.executable, "-S", "-B", "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{statement!r} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    handlers = _handlers()
+    statements = {"boto3 + client": BASELINE, **{name: f"import {m}" for name, m in handlers.items()}}
+    with tempfile.TemporaryDirectory(prefix="dsrflow-bench-cold-") as tmp:
+        roots = {state: Path(tmp, state) for state in STATES}
+        top_level = _loaded_from_venv(list(handlers.values()))
+        for state, root in roots.items():
+            names = _copy_layer(top_level, root / "python")
+            shutil.copytree(FUNCTIONS, root / "task", ignore=IGNORE)
+            if state != "none":
+                _compile(root / "python")
+            if state == "both":
+                _compile(root / "task")
+        print(f"layer: {', '.join(names)}; {RUNS} runs each, python {sys.version.split()[0]} -S -B")
+        envs = {state: _lambda_env(root / "task", root / "python") for state, root in roots.items()}
+        for env in envs.values():  # a first, untimed run each: the page cache warm for every state alike
+            _time_ms(BASELINE, env)
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(RUNS):
+            for label, statement in statements.items():
+                for state in STATES:
+                    times.setdefault((label, state), []).append(_time_ms(statement, envs[state]))
+    median = {key: statistics.median(values) for key, values in times.items()}
+    base = median[("boto3 + client", "layer")]  # the SDK with bytecode: what a bare boto3 function spends
+    print(f"x = times the baseline, boto3 + client with bytecode ({base:.0f} ms); target <= {TARGET}x")
+    print(
+        f"{'handler':>15} {'no bytecode':>16} {'layer compiled':>16} {'both compiled':>16} {'precompiled gain':>16} "
+        f"{'target':>7}"
+    )
+    for label in statements:
+        cells = [f"{median[(label, s)]:>6.0f} ms {median[(label, s)] / base:>4.2f}x" for s in STATES]
+        gain = median[(label, "both")] / median[(label, "none")]
+        met = "met" if median[(label, "layer")] <= TARGET * base else "missed"
+        print(f"{label:>15} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} {gain:>15.2f}x {met:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -382,7 +382,32 @@ def compare(runs: list[Figures]) -> None:
         )
 
 
+def worst_cases() -> None:
+    """The stuck-job worst case per connector (core/history.py): a job looked at until its deadline."""
+    from connectors.qualifio import APPROVAL_WAIT
+    from connectors.registry import CONNECTORS, connector_class
+    from core import history
+    from statemachines import ASL_FILE
+
+    retries = history.Retries.from_asl(json.loads(ASL_FILE.read_text()))
+    none = history.Retries.none()
+    print("stuck-job worst case per connector (every look its schedule allows until the deadline; gate asked 4x)")
+    print(
+        f"  {'connector':<11} {'looks/action':>12} {'transitions e+e':>16} {'USD':>8} {'with every retry':>17} {'USD':>8}"
+    )
+    for vendor in CONNECTORS:
+        schedule = connector_class(vendor).schedule
+        waits = [APPROVAL_WAIT] if vendor == "qualifio" else []
+        looks = history.worst_case_checks(schedule, waits)
+        plain = history.worst_case_transitions(schedule, none, other_waits=waits)
+        spent = history.worst_case_transitions(schedule, retries, other_waits=waits)
+        price = cost.SFN_PER_1K_TRANSITIONS / 1000
+        print(f"  {vendor:<11} {looks:>12} {plain:>16} {plain * price:>8.4f} {spent:>17} {spent * price:>8.4f}")
+
+
 def main() -> None:
+    worst_cases()
+    print()
     runs = [run_once(86400.0), run_once(4 * 86400.0)]
     gated = run_once(4 * 86400.0, require_approval="erase")
     compare([runs[-1], gated])

@@ -191,6 +191,44 @@ def execution_events(vendor_events: Iterable[int], retries: Retries) -> int:
     return EXECUTION + MAP_STATE + sum(vendor_events) + package + task_events(retries.finalize) + FAIL_STATE
 
 
+# --- state transitions (what Step Functions bills: $0.025 per 1,000 at list price) --------------------------
+#
+# A transition is one state entered, and every retry of a task is one more. The history shows the first as
+# its `*StateEntered` events (what `make bench` counts) but not the second, so a run with retries is billed
+# more transitions than its history shows entries. Map iterations are not states.
+
+
+def task_transitions(retries: int) -> int:
+    return 1 + retries
+
+
+def action_transitions(checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None) -> int:
+    """One action on its longest path, as action_events walks it: the approval Choice, `asks` times Ask and
+    Await, Submit, `checks` times Wait + Check + Choice, Collect, then Succeed or (`failed`) the Record Pass,
+    Record outcome and its fallback Pass."""
+    loop = 1 + task_transitions(retries.check) + 1
+    gate = asks * (task_transitions(retries.ask) + task_transitions(retries.hold))
+    recorded = 1 + task_transitions(retries.record) + 1
+    tail = max(1, recorded) if failed is None else recorded if failed else 1
+    return 1 + gate + task_transitions(retries.submit) + checks * loop + task_transitions(retries.collect) + tail
+
+
+def worst_case_transitions(
+    schedule: Schedule, retries: Retries, *, other_waits: Iterable[timedelta] = (), actions: int = ACTIONS
+) -> int:
+    """One vendor's branch at worst: the inner Map state and `actions` actions looked at as often as
+    `schedule` allows (the branch's item of the outer Map is no state)."""
+    checks = worst_case_checks(schedule, other_waits)
+    return 1 + actions * action_transitions(checks, retries)
+
+
+def execution_transitions(vendor_transitions: Iterable[int], retries: Retries) -> int:
+    """The whole execution: the outer Map, every vendor's branch, the Package step (with its Pass when it
+    fails), Finalize, and the Fail state it may end in."""
+    package = task_transitions(retries.package) + 1
+    return 1 + sum(vendor_transitions) + package + task_transitions(retries.finalize) + 1
+
+
 def checks_for(events: int, retries: Retries, actions: int = ACTIONS) -> int:
     """The most looks per action that fit in `events` for one vendor (a planning aid for a new connector)."""
     per_action = (events - MAP_ITERATION - MAP_STATE) / actions
@@ -204,8 +242,11 @@ __all__ = [
     "Retries",
     "action_events",
     "asl_states",
+    "action_transitions",
     "checks_for",
     "execution_events",
+    "execution_transitions",
+    "worst_case_transitions",
     "task_events",
     "worst_case_checks",
     "worst_case_events",

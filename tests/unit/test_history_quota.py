@@ -277,3 +277,11 @@ def test_the_event_counts_are_those_of_a_local_run():
     kinds = collections.Counter(e["type"] for e in events)
     assert kinds["TaskFailed"] == 2
     assert len(events) == expected, dict(kinds)
+    # Transitions: every state entered, and each retry one more (billed, though the history shows no entry).
+    entered = sum(n for kind, n in kinds.items() if kind.endswith("StateEntered"))
+    branches = [
+        1 + sum(history.action_transitions(n, none, asks=0, failed=False) for n in looks)
+        for looks in by_vendor.values()
+    ]
+    # The run ends well (no "Package not built" Pass, no Fail state); its 2 retries are billed on top.
+    assert entered == history.execution_transitions(branches, none) - 2

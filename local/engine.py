@@ -84,6 +84,15 @@ ONE_EVENT_AT_A_TIME = frozenset({"handlers.intake"})
 _MODULE_LOCKS = {name: threading.Lock() for name in ONE_EVENT_AT_A_TIME}
 
 
+def _forget_metrics() -> None:
+    """Locally metrics are disabled (POWERTOOLS_METRICS_DISABLED), and then Powertools never clears the values
+    it collects (`flush_metrics` skips both the print and the clear): after 100 values of one metric it prints
+    the whole set as EMF to stdout anyway. Dropped after each invocation, as a deployed flush would."""
+    from handlers.observability import metrics
+
+    metrics.clear_metrics()
+
+
 def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any):
     fn = backend.get_function(function_name, qualifier)
     module_name, attr = fn.handler.rsplit(".", 1)
@@ -92,7 +101,10 @@ def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any
     lock = _MODULE_LOCKS.get(module_name) or contextlib.nullcontext()
     try:
         with lock:
-            result = handler(event, _Context(fn.function_name, fn.function_arn))
+            try:
+                result = handler(event, _Context(fn.function_name, fn.function_arn))
+            finally:
+                _forget_metrics()
     except Exception as exc:  # as Lambda reports an unhandled error
         response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()

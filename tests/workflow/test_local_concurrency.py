@@ -35,3 +35,14 @@ def test_concurrent_api_calls_each_get_their_own_answer():
         )
         assert status == 202 and body["request_id"] == "conc-1"
         assert cloud.wait("conc-1", timeout=60)["status"] == "SUCCEEDED"
+
+
+def test_disabled_metrics_never_reach_stdout_however_many_invocations(capfd):
+    """Powertools keeps disabled metrics forever and prints them as EMF after 100 values; the engine drops
+    them after each invocation."""
+    from local.engine import scheduled_event
+
+    with local_run(vendors=("bloomreach",)) as (cloud, _):
+        for _ in range(110):  # each sweep puts OpenRequests, RequestsDueSoon and RequestsOverdue
+            cloud.invoke("sweep", scheduled_event())
+    assert '"_aws"' not in capfd.readouterr().out

@@ -1,8 +1,10 @@
 """`python -m local serve` and the `dsrflow` operator CLI: a whole request driven over real HTTP on loopback,
-through the intake function's own resolver; the CLI's errors as exit codes; its SigV4 signing."""
+through the intake function's own resolver (submit, status, list, approve, watch, the access package through
+the server's relay of its presigned link, audit); the CLI's errors as exit codes; its SigV4 signing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import signal
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,11 @@ def test_a_request_through_the_local_api_submit_status_approve_watch_audit(serve
     assert rc == 0 and any(line.split()[:2] == ["cli-1", "awaiting_approval"] for line in out.splitlines()), out
     rc, out, _ = cli(capsys, *api, "list", "--due-within", "31", "--json")
     assert "cli-1" in [r["request_id"] for r in json.loads(out)["requests"]]
+    # Still running: no access package to hand out yet (409, exit 1), and nothing lands in DIR.
+    early = tmp_path / "early"
+    rc, out, err = cli(capsys, *api, "package", "cli-1", "--out", str(early))
+    assert rc == 1 and "cli-1 is still running" in err and "HTTP 409" in err, err
+    assert not early.exists() or not any(early.iterdir())
 
     rc, out, err = cli(
         capsys, *api, "--principal", DPO, "approve", "cli-1", "--vendor", "bloomreach", "--action", "erase",
@@ -143,10 +151,33 @@ def test_a_request_through_the_local_api_submit_status_approve_watch_audit(serve
     assert rc == 0, out + err
     assert "request completed" in out and "Request cli-1: completed" in out
 
+    # The access package, through the server's relay of its presigned link, verified before it is kept.
+    recorded = json.loads(cli(capsys, *api, "status", "cli-1", "--json")[1])["manifest"]["package"]
+    assert recorded["status"] == "built", recorded
+    out_dir = tmp_path / "out"
+    rc, out, err = cli(capsys, *api, "--principal", DPO, "package", "cli-1", "--out", str(out_dir), "--json")
+    assert rc == 0, err
+    answer = json.loads(out)
+    assert "url" not in answer and answer["verified"] is True
+    path = Path(answer["path"])
+    assert path == out_dir / "dsrflow-access-cli-1.zip" and [p.name for p in out_dir.iterdir()] == [path.name]
+    data = path.read_bytes()
+    assert len(data) == answer["bytes"] == recorded["bytes"]
+    assert hashlib.sha256(data).hexdigest() == answer["sha256"] == recorded["sha256"]
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None and {"index.html", "manifest.json"} <= set(zf.namelist())
+        assert answer["files"] == len(zf.namelist())
+    # The human form: a second link (each call mints and audits its own), never printed.
+    rc, out, err = cli(capsys, *api, "package", "cli-1", "--out", str(tmp_path / "again"))
+    assert rc == 0 and "verified" in out and answer["sha256"] in out, err
+    assert "X-Amz-" not in out + err
+
     rc, out, _ = cli(capsys, *api, "audit", "cli-1")
     assert rc == 0
     approved = [line for line in out.splitlines() if " approved " in line]
     assert len(approved) == 1 and DPO in approved[0] and "identity checked by phone" in approved[0], out
+    issued = [line for line in out.splitlines() if "package link issued" in line]
+    assert len(issued) == 2 and DPO in issued[0] and "X-Amz-" not in out, out
     rc, out, _ = cli(capsys, *api, "audit", "cli-1", "--json")
     events = [e["event"] for e in json.loads(out)["events"]]
     assert events.index("approval requested") < events.index("approved") < events.index("manifest written")

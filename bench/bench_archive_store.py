@@ -42,28 +42,19 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
+from bench.chunks import CHUNK, pool_chunks
 from connectors.base import Archive
 from core.archive_store import DEFAULT_PART_SIZE, store_archive
 from local.discarding_s3 import DiscardingS3
 
 MIB = 1024 * 1024
 SIZES_MIB = (16, 64, 256)
-CHUNK = 64 * 1024
 BUCKET = "dsrflow-bench-archives"
 REGION = "eu-west-1"
 
 
 def _chunks(total: int, pool: bytes) -> Iterator[bytes]:
-    # Slicing a random pool makes a fresh bytes object per chunk, like a socket read, without paying
-    # for a random generator in the figures.
-    sent, offset = 0, 0
-    while sent < total:
-        n = min(CHUNK, total - sent)
-        if offset + n > len(pool):
-            offset = 0
-        yield pool[offset : offset + n]
-        offset += n
-        sent += n
+    return pool_chunks(total, pool, CHUNK)
 
 
 class _SampleAtComplete:

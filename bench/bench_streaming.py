@@ -35,9 +35,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.chunks import CHUNK, pool_chunks
+
 MIB = 1024 * 1024
 SIZE = int(os.environ.get("BENCH_STREAMING_MIB", "1024")) * MIB
-CHUNK = 64 * 1024
 PART = 8 * MIB  # DEFAULT_PART_SIZE, and boto3's default multipart_chunksize
 REPEATS = int(os.environ.get("BENCH_STREAMING_REPEATS", "3"))
 BUCKET = "dsrflow-bench-streaming"
@@ -49,17 +50,8 @@ TARGET_SPEED, TARGET_RSS = 0.9, 0.6
 
 
 def _chunks(total: int) -> Iterator[bytes]:
-    # Slicing a random pool makes a fresh bytes object per chunk, like a socket read, without paying for a
-    # random generator in the figures.
-    pool = random.Random(0).randbytes(PART + 3 * CHUNK)  # not a multiple of the part size
-    sent, offset = 0, 0
-    while sent < total:
-        n = min(CHUNK, total - sent)
-        if offset + n > len(pool):
-            offset = 0
-        yield pool[offset : offset + n]
-        offset += n
-        sent += n
+    """The shared chunk source over a random pool that is not a multiple of the part size."""
+    return pool_chunks(total, random.Random(0).randbytes(PART + 3 * CHUNK))
 
 
 class _ChunkReader(io.RawIOBase):

@@ -60,5 +60,13 @@ def run_request():
     return run
 
 
+def summary_of(cloud: LocalCloud, name: str, timeout: float = 120) -> dict[str, Any]:
+    """The output (the manifest's summary) of execution `name` once it succeeded."""
+    execution = cloud.wait(name, timeout=timeout)
+    assert execution["status"] == "SUCCEEDED", (execution.get("error"), execution.get("cause"))
+    output: dict[str, Any] = json.loads(execution["output"])
+    return output
+
+
 def outcome(summary: dict[str, Any], vendor: str, action: str) -> dict[str, Any]:
     return next(o for o in summary["outcomes"] if o["vendor"] == vendor and o["action"] == action)

@@ -15,17 +15,11 @@ import requests
 
 from local.simulators.data import SAMPLE
 from tests.event_schemas import validate_event
-from tests.workflow.conftest import local_run, outcome, sample_subject
+from tests.workflow.conftest import local_run, outcome, sample_subject, summary_of
 
 pytestmark = pytest.mark.slow
 
 OPERATOR = "arn:aws:iam::123456789012:role/dpo"
-
-
-def _summary(cloud: Any, name: str) -> dict[str, Any]:
-    execution = cloud.wait(name, timeout=120)
-    assert execution["status"] == "SUCCEEDED", (execution.get("error"), execution.get("cause"))
-    return json.loads(execution["output"])
 
 
 def _completed_events(cloud: Any) -> list[dict[str, Any]]:
@@ -39,7 +33,7 @@ def _zip(cloud: Any, key: str) -> zipfile.ZipFile:
 def test_the_package_holds_every_vendor_unpacked_and_is_fetched_by_a_link_never_announced():
     with local_run(vendors=("elevate", "bloomreach", "qualifio")) as (cloud, _):
         cloud.submit({"request_id": "pkg-all", "actions": ["export"], "subject": sample_subject()})
-        summary = _summary(cloud, "pkg-all")
+        summary = summary_of(cloud, "pkg-all")
         assert summary["status"] == "completed", summary
         package = summary["package"]
         assert package["status"] == "built" and package["systems"] == ["bloomreach", "elevate", "qualifio"]
@@ -96,14 +90,14 @@ def test_a_retry_packs_what_every_attempt_collected():
         faults = sims["bloomreach"].faults
         faults.path_pattern, faults.reject = "export", 1
         cloud.submit({"request_id": "pkg-again", "actions": ["export"], "subject": sample_subject()})
-        first = _summary(cloud, "pkg-again")
+        first = summary_of(cloud, "pkg-again")
         assert first["status"] == "partially_failed" and first["package"]["systems"] == ["elevate"]
         page = _zip(cloud, first["package"]["key"]).read("index.html").decode()
         assert "Systems we could not search" in page and "Bloomreach" in page
 
         status, body = cloud.api("POST", "/requests/pkg-again/retry", principal=OPERATOR)
         assert status == 202, body
-        second = _summary(cloud, "pkg-again.retry-2")
+        second = summary_of(cloud, "pkg-again.retry-2")
         assert second["status"] == "completed"
         assert second["package"]["systems"] == ["bloomreach", "elevate"] and second["package"]["attempt"] == 2
         names = _zip(cloud, second["package"]["key"]).namelist()
@@ -114,7 +108,7 @@ def test_a_failed_package_step_is_recorded_and_a_retry_rebuilds_it_without_calli
     with local_run(vendors=("bloomreach",)) as (cloud, sims):
         cloud.inject_lambda_error("package", "Unknown")  # not retried by the Package step: caught at once
         cloud.submit({"request_id": "pkg-fail", "actions": ["export"], "subject": sample_subject()})
-        first = _summary(cloud, "pkg-fail")
+        first = summary_of(cloud, "pkg-fail")
         assert first["status"] == "completed", "the outcomes stand"
         assert first["package"]["status"] == "failed" and first["package"]["error"] == "Lambda.Unknown"
         assert "retry of the request builds it again" in first["package"]["reason"]
@@ -126,7 +120,7 @@ def test_a_failed_package_step_is_recorded_and_a_retry_rebuilds_it_without_calli
 
         status, body = cloud.api("POST", "/requests/pkg-fail/retry", principal=OPERATOR)
         assert status == 202 and body["actions"] == [], body
-        second = _summary(cloud, "pkg-fail.retry-2")
+        second = summary_of(cloud, "pkg-fail.retry-2")
         assert second["status"] == "completed" and second["package"]["status"] == "built"
         assert sims["bloomreach"].calls_to("export") == exports, "no vendor is called again"
         assert outcome(second, "bloomreach", "export")["attempt"] == 1
@@ -141,13 +135,13 @@ def test_a_dry_run_gets_a_package_marked_as_a_rehearsal_and_an_erase_only_reques
         cloud.submit(
             {"request_id": "pkg-dry", "actions": ["export", "erase"], "dry_run": True, "subject": sample_subject()}
         )
-        summary = _summary(cloud, "pkg-dry")
+        summary = summary_of(cloud, "pkg-dry")
         assert summary["package"]["status"] == "built" and sims["bloomreach"].destructive_calls() == []
         page = _zip(cloud, summary["package"]["key"]).read("index.html").decode()
         assert "rehearsal (a dry run)" in page and "nothing was erased" in page
 
         cloud.submit({"request_id": "pkg-erase", "actions": ["erase"], "subject": sample_subject()})
-        summary = _summary(cloud, "pkg-erase")
+        summary = summary_of(cloud, "pkg-erase")
         assert summary["package"]["status"] == "not_built"
         assert summary["package"]["reason"] == "the request asked for no export"
         assert not [k for k in cloud.objects("pkg-erase") if "/package/" in k]

@@ -4,23 +4,15 @@ an extension a retry runs it."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from tests.workflow.conftest import local_run, outcome, sample_subject
+from tests.workflow.conftest import local_run, outcome, sample_subject, summary_of
 
 pytestmark = pytest.mark.slow
 
 DPO = "arn:aws:iam::123456789012:role/dpo"
-
-
-def _summary(cloud: Any, name: str) -> dict[str, Any]:
-    execution = cloud.wait(name, timeout=120)
-    assert execution["status"] == "SUCCEEDED", (execution.get("error"), execution.get("cause"))
-    return json.loads(execution["output"])
 
 
 def test_a_vendor_that_cannot_finish_before_the_deadline_gets_nothing_and_an_extension_lets_a_retry_run_it():
@@ -29,7 +21,7 @@ def test_a_vendor_that_cannot_finish_before_the_deadline_gets_nothing_and_an_ext
         cloud.submit(
             {"request_id": "late-1", "actions": ["export"], "received_at": received, "subject": sample_subject()}
         )
-        first = _summary(cloud, "late-1")
+        first = summary_of(cloud, "late-1")
         assert first["status"] == "partially_failed"
         late = outcome(first, "elevate", "export")
         assert late["status"] == "failed" and late["error"] == "DeadlineUnreachable" and late["step"] == "submit"
@@ -43,7 +35,7 @@ def test_a_vendor_that_cannot_finish_before_the_deadline_gets_nothing_and_an_ext
         assert status == 200, body
         status, body = cloud.api("POST", "/requests/late-1/retry", principal=DPO)
         assert status == 202 and body["actions"] == ["elevate/export"], body
-        second = _summary(cloud, "late-1.retry-2")
+        second = summary_of(cloud, "late-1.retry-2")
         assert second["status"] == "completed", second
         assert sims["elevate"].jobs_created() == 1
         assert second["within_deadline"] is True

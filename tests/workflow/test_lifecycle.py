@@ -12,7 +12,7 @@ import pytest
 
 from local.simulators.data import SAMPLE
 from tests.event_schemas import validate_event
-from tests.workflow.conftest import local_run, outcome, sample_subject
+from tests.workflow.conftest import local_run, outcome, sample_subject, summary_of
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,6 @@ def _awaiting(cloud: Any, request_id: str, count: int = 1) -> list[dict[str, Any
         lambda: (g := cloud.ledger().open_approvals(request_id)) and len(g) >= count and g,
         what=f"{count} approval gate(s) of {request_id}",
     )
-
-
-def _summary(cloud: Any, name: str) -> dict[str, Any]:
-    execution = cloud.wait(name, timeout=120)
-    assert execution["status"] == "SUCCEEDED", (execution.get("error"), execution.get("cause"))
-    return json.loads(execution["output"])
 
 
 def _events(cloud: Any, kind: str) -> list[dict[str, Any]]:
@@ -79,7 +73,7 @@ def test_an_erase_waits_for_a_person_then_runs_once_approved():
         )
         assert status == 200, body
         assert body["actions"] == [{"vendor": "bloomreach", "action": "erase"}] and body["by"] == APPROVER
-        summary = _summary(cloud, "gate-ok")
+        summary = summary_of(cloud, "gate-ok")
 
         assert summary["status"] == "completed", summary
         erased = outcome(summary, "bloomreach", "erase")
@@ -112,7 +106,7 @@ def test_a_denied_erase_is_recorded_as_denied_and_a_retry_asks_again():
         _awaiting(cloud, "gate-no")
         status, body = cloud.api("POST", "/requests/gate-no/deny", {"reason": "legal hold"}, principal=APPROVER)
         assert status == 200, body
-        summary = _summary(cloud, "gate-no")
+        summary = summary_of(cloud, "gate-no")
         denied = outcome(summary, "bloomreach", "erase")
         assert denied["status"] == "denied" and denied["step"] == "approval" and denied["error"] is None
         assert APPROVER in denied["reason"] and "legal hold" in denied["reason"]
@@ -130,7 +124,7 @@ def test_a_denied_erase_is_recorded_as_denied_and_a_retry_asks_again():
         assert status == 409 and "still" in body["message"], "a retry of a running request is refused"
         _awaiting(cloud, "gate-no")
         cloud.api("POST", "/requests/gate-no/approve", {"vendor": "bloomreach", "action": "erase"}, principal=APPROVER)
-        summary = _summary(cloud, retry_name)
+        summary = summary_of(cloud, retry_name)
 
         assert summary["attempt"] == 2 and summary["status"] == "completed"
         erased = outcome(summary, "bloomreach", "erase")
@@ -160,7 +154,7 @@ def test_an_approval_that_never_comes_ends_the_branch_at_the_deadline():
                 "received_at": received,
             }
         )
-        summary = _summary(cloud, "gate-late")
+        summary = summary_of(cloud, "gate-late")
         export, erase = outcome(summary, "bloomreach", "export"), outcome(summary, "bloomreach", "erase")
         assert export["status"] == "failed" and export["error"] == "ApprovalTimedOut" and export["step"] == "approval"
         assert "deadline" in export["reason"] and "nothing was sent" in export["reason"]
@@ -178,7 +172,7 @@ def test_retry_reruns_only_the_failed_vendor_under_the_same_request():
         faults = sims["bloomreach"].faults
         faults.path_pattern, faults.reject = "export", 1
         cloud.submit({"request_id": "again", "actions": ["export", "erase"], "subject": sample_subject()})
-        first = _summary(cloud, "again")
+        first = summary_of(cloud, "again")
         assert first["status"] == "partially_failed"
         assert outcome(first, "bloomreach", "export")["status"] == "failed"
         assert outcome(first, "bloomreach", "erase")["error"] == "ErasureWithheld"
@@ -187,7 +181,7 @@ def test_retry_reruns_only_the_failed_vendor_under_the_same_request():
         status, body = cloud.api("POST", "/requests/again/retry", {"vendors": ["bloomreach"]}, principal=APPROVER)
         assert status == 202, body
         assert body["actions"] == ["bloomreach/export", "bloomreach/erase"]
-        second = _summary(cloud, "again.retry-2")
+        second = summary_of(cloud, "again.retry-2")
         assert second["status"] == "completed", second
         assert second["received_at"] == first["received_at"] and second["deadline"] == first["deadline"]
         assert sims["elevate"].jobs_created() == elevate_jobs, "completed actions are never run again"
@@ -277,7 +271,7 @@ def test_extend_moves_the_deadline_within_the_gdpr_limits_and_the_sweep_warns_on
         validate_event(extended)
         assert extended["detail"]["extended_days"] == 30
         cloud.api("POST", "/requests/longer/approve", principal=APPROVER)
-        summary = _summary(cloud, "longer")
+        summary = summary_of(cloud, "longer")
         assert summary["deadline"] == body_deadline(cloud, "longer") and summary["within_deadline"] is True
         assert summary["original_deadline"] is not None
 
@@ -300,7 +294,7 @@ def test_the_routes_answer_404_409_and_400_without_changing_anything():
         status, body = cloud.api("POST", "/requests/nobody/deny", {"reason": "x"}, principal=APPROVER)
         assert status == 404
         cloud.submit({"request_id": "plain", "actions": ["export"], "subject": sample_subject()})
-        _summary(cloud, "plain")
+        summary_of(cloud, "plain")
         before = cloud.ledger().item("plain")
         for method, path, body, expected in (
             ("POST", "/requests/plain/approve", None, 409),
@@ -326,7 +320,7 @@ def test_cancelling_a_retry_keeps_what_earlier_attempts_completed():
         cloud.submit({"request_id": "keep", "actions": ["export", "erase"], "subject": sample_subject()})
         _awaiting(cloud, "keep")
         cloud.api("POST", "/requests/keep/deny", {"reason": "legal hold"}, principal=APPROVER)
-        first = _summary(cloud, "keep")
+        first = summary_of(cloud, "keep")
         archives = outcome(first, "bloomreach", "export")["archives"]
         assert archives
         status, body = cloud.api("POST", "/requests/keep/retry", principal=APPROVER)

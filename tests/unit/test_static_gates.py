@@ -58,3 +58,19 @@ def test_asl_for_the_validator_has_every_substitution_resolved() -> None:
 def test_an_unknown_substitution_is_refused() -> None:
     with pytest.raises(UnknownSubstitution, match=r"\$\{NoSuchFunctionArn\}"):
         resolve('{"FunctionName": "${NoSuchFunctionArn}"}')
+
+
+def test_make_test_runs_every_test_folder_once() -> None:
+    """`make test` runs two lists of folders (the Makefile's TESTS_PARALLEL and TESTS_TIMED): together they hold
+    every folder with tests, and none twice, so a new folder is not silently left out of CI."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    makefile = (root / "Makefile").read_text()
+    listed = []
+    for name in ("TESTS_PARALLEL", "TESTS_TIMED"):
+        found = re.search(rf"^{name}\s*:=\s*(.+)$", makefile, re.M)
+        assert found, f"the Makefile has no {name}"
+        listed += found.group(1).split()
+    folders = sorted({str(p.parent.relative_to(root)) for p in (root / "tests").rglob("test_*.py")})
+    assert sorted(listed) == folders and len(listed) == len(set(listed))

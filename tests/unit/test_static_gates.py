@@ -67,7 +67,7 @@ def test_make_test_runs_every_test_folder_once() -> None:
 
     root = Path(__file__).resolve().parents[2]
     makefile = (root / "Makefile").read_text()
-    listed = []
+    listed: list[str] = []
     for name in ("TESTS_PARALLEL", "TESTS_TIMED"):
         found = re.search(rf"^{name}\s*:=\s*(.+)$", makefile, re.M)
         assert found, f"the Makefile has no {name}"

@@ -345,12 +345,21 @@ class Ledger:
         written = {"event": "manifest written", "status": manifest.status, "counts": dict(manifest.counts)}
         return self._audit(manifest.request_id, written, expires, now) and ok
 
-    def package_link(self, request_id: str, *, by: str, expires_at: datetime, sha256: str) -> bool:
+    def package_link(
+        self,
+        request_id: str,
+        *,
+        by: str,
+        expires_at: datetime,
+        sha256: str,
+        item: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Audit one link to the access package handed out (GET /requests/{id}/package): who, and until when.
+        `item`: the request item the caller has read already (the event expires with it); else it is read here.
         Returns False when the event could not be written: the caller then hands out no link, because a link
         nobody can account for is exactly what the audit trail is there to prevent."""
         now = self.now()
-        item = self.item(request_id)
+        item = item if item is not None else self.item(request_id)
         expires = int(item["expires_at"]) if item and "expires_at" in item else self._expires(now)
         event = {"event": "package link issued", "by": by, "link_expires_at": _iso(expires_at), "sha256": sha256}
         return self._audit(request_id, event, expires, now)

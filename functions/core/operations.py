@@ -222,10 +222,11 @@ def describe(ops: Ops, request_id: str) -> dict[str, Any]:
     }
 
 
-def _package_manifest(ops: Ops, request_id: str) -> Manifest:
-    """The manifest whose access package GET /requests/{id}/package hands out: the latest one, once the
-    request has finished. While the ledger's current attempt runs (a first execution, or a retry that will
-    rebuild the package) there is none to hand out yet: 409."""
+def _package_manifest(ops: Ops, request_id: str) -> tuple[dict[str, Any] | None, Manifest]:
+    """The request's ledger item (None when unreadable or gone) and the manifest whose access package
+    GET /requests/{id}/package hands out: the latest one, once the request has finished. While the ledger's
+    current attempt runs (a first execution, or a retry that will rebuild the package) there is none to hand
+    out yet: 409."""
     item = ops.ledger.item(request_id)
     manifest: Manifest | None = None
     if item is not None and str(item.get("status")) in RUNNING:
@@ -240,7 +241,7 @@ def _package_manifest(ops: Ops, request_id: str) -> Manifest:
         if item is None:
             raise NotFound(f"no request with id {request_id}")
         raise NotFound(f"request {request_id} has no access package: it has no manifest")
-    return manifest
+    return item, manifest
 
 
 def _head(ops: Ops, key: str) -> int | None:
@@ -267,7 +268,7 @@ def package(ops: Ops, request_id: str, *, principal: str) -> dict[str, Any]:
     call and valid for `package_url_seconds`. The link is a bearer credential: it is never stored, logged or
     put in an event; the audit trail records who got one, until when, and the package's sha256, before the
     link is handed out (AuditUnavailable, and no link, when that record cannot be written)."""
-    manifest = _package_manifest(ops, request_id)
+    item, manifest = _package_manifest(ops, request_id)
     ref = manifest.package
     if ref is None:
         raise NotFound(
@@ -299,7 +300,7 @@ def package(ops: Ops, request_id: str, *, principal: str) -> dict[str, Any]:
         },
         ExpiresIn=seconds,
     )
-    if not ops.ledger.package_link(request_id, by=principal, expires_at=expires_at, sha256=ref.sha256):
+    if not ops.ledger.package_link(request_id, by=principal, expires_at=expires_at, sha256=ref.sha256, item=item):
         raise AuditUnavailable(
             f"request {request_id}: the link could not be recorded in the audit trail; nothing was handed out, "
             "try again"

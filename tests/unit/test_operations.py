@@ -275,6 +275,13 @@ def test_a_package_link_is_minted_audited_and_fetches_the_verified_zip(ops):
     assert len(issued) == 1
     assert issued[0]["by"] == WHO and issued[0]["sha256"] == ref.sha256
     assert issued[0]["link_expires_at"] == "2026-11-25T10:15:00Z"
+    # The event expires with the request's item.
+    (stored,) = [
+        i
+        for i in ops.ledger.client.scan(TableName="ledger")["Items"]
+        if i.get("event", {}).get("S") == "package link issued"
+    ]
+    assert int(stored["expires_at"]["N"]) == ops.ledger.item("dsr-1")["expires_at"]
     # The link is a bearer credential: nothing of it is kept.
     kept = _everything_in_the_ledger(ops)
     assert query["X-Amz-Signature"][0] not in kept and "X-Amz-" not in kept

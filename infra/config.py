@@ -89,6 +89,8 @@ class Config:
     package_url_seconds: int = 3600
     # The deployer's text about the controller for the access package (a UTF-8 file), else the bundled default.
     controller_text: Path | None = None
+    # Per-vendor limits across executions (VENDOR_LIMITS, core/limits.py), as validated JSON text; "" for none.
+    vendor_limits: str = ""
 
     @property
     def stack_name(self) -> str:
@@ -262,6 +264,33 @@ def load_config(node: Node) -> Config:
         lambda_deps_dir=deps_dir,
         package_url_seconds=package_url_seconds,
         controller_text=_controller_text(node),
+        vendor_limits=_vendor_limits(node, _vendors(node)),
+    )
+
+
+def _vendor_limits(node: Node, vendors: tuple[str, ...]) -> str:
+    """Context `vendorLimits`: {"<vendor>": {"jobs": N, "callsPerSecond": R}} (JSON text or an object), for
+    enabled vendors only; checked here so that a typo fails the synth, not the first request."""
+    import json
+
+    from core.errors import ConfigError
+    from core.limits import parse_limits
+
+    value = _raw(node, "vendorLimits", None)
+    if value is None:
+        return ""
+    try:
+        parsed = parse_limits(value, where="vendorLimits")
+    except ConfigError as exc:
+        raise DeployConfigError(f"context {exc.message.removeprefix('dsrflow: ')}") from None
+    unknown = sorted(set(parsed) - set(vendors))
+    if unknown:
+        raise DeployConfigError(
+            f"context 'vendorLimits' names vendors that are not enabled: {', '.join(unknown)} (enabled: {', '.join(vendors)})"
+        )
+    return json.dumps(
+        {v: limit.model_dump(by_alias=True, exclude_none=True) for v, limit in sorted(parsed.items())},
+        separators=(",", ":"),
     )
 
 

@@ -75,6 +75,7 @@ SIZING: dict[str, Sizing] = {
     "finalize": Sizing(512, Duration.minutes(1)),
     "approval": Sizing(512, Duration.minutes(1)),  # a ledger read and write, an S3 read, one event
     "record": Sizing(256, Duration.minutes(1)),  # one outcome.json and a ledger write
+    "park": Sizing(256, Duration.minutes(1)),  # a waiter put, a Query of its vendor's queue, maybe a wake-up
     "sweep": Sizing(256, Duration.minutes(2)),  # one Query over the open requests, a write and an event per warning
 }
 SPECS: dict[str, Spec] = {
@@ -131,6 +132,21 @@ LEDGER_QUERIES: dict[str, tuple[str, ...]] = {
     "sweep": (OPEN_INDEX,),
 }
 LEDGER_QUERY_INDEX = OPEN_INDEX  # the sweep's one index
+
+# Who touches the per-vendor limits (core/limits.py; items under pk "LIMIT#<vendor>" in the ledger's table), and
+# how: submit takes a slot (and settles the queue), check and record give it back (and hand it on), park queues
+# a waiter, the deadline watch settles each queue hourly; the pace (GetItem, UpdateItem) is every vendor call's.
+# Granted only on those keys (dynamodb:LeadingKeys "LIMIT#*"); handing a slot on wakes its waiter
+# (states:SendTaskSuccess).
+LIMIT_ITEM_ACTIONS: dict[str, tuple[str, ...]] = {
+    "submit": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
+    "check": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
+    "collect": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+    "record": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+    "park": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+    "sweep": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+}
+LIMIT_WAKERS = ("submit", "check", "record", "park", "sweep")
 
 
 @dataclass(frozen=True)
@@ -366,6 +382,43 @@ class Functions(Construct):
                     conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}},
                 )
             )
+
+    def connect_limits(self, table: dynamodb.ITable, state_machine_name: str, limits: str) -> None:
+        """VENDOR_LIMITS and, where a vendor has a limit, exactly the limit items' actions (LIMIT_ITEM_ACTIONS)
+        and the wake-up of a waiting branch. Without `vendorLimits` nothing is granted."""
+        if not limits:
+            return
+        for name, actions in LIMIT_ITEM_ACTIONS.items():
+            fn = self.functions[name]
+            fn.add_environment("VENDOR_LIMITS", limits)
+            fn.add_environment("LEDGER_TABLE", table.table_name)
+            self.roles[name].add_to_policy(
+                iam.PolicyStatement(
+                    actions=list(actions),
+                    resources=[table.table_arn],
+                    conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["LIMIT#*"]}},
+                )
+            )
+            if name not in LEDGER_ACTIONS:  # the table's key, through DynamoDB only (as connect_ledger grants)
+                self.roles[name].add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["kms:Decrypt"],
+                        resources=[self._storage.key.key_arn],
+                        conditions={
+                            "StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}
+                        },
+                    )
+                )
+        # The ARN from the machine's fixed name, not a reference to it: the machine refers to these functions, so a
+        # reference back from their roles would be a circular dependency in CloudFormation.
+        machine = Stack.of(self).format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in LIMIT_WAKERS:
+            self.roles[name].add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
 
     def connect_event_bus(self, bus: events.IEventBus) -> None:
         """finalize (the completion event) and sweep (deadline warnings) put events on the CRM's bus

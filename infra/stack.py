@@ -15,7 +15,7 @@ from infra.secrets import VendorSecrets
 from infra.storage import Storage
 from infra.triggers import Triggers
 from infra.watch import Watch
-from infra.workflow import Workflow
+from infra.workflow import Workflow, state_machine_name
 
 
 class DsrflowStack(Stack):
@@ -60,6 +60,7 @@ class DsrflowStack(Stack):
             removal_policy=removal,
         )
         self.functions.connect_workflow(self.workflow.state_machine)
+        self.functions.connect_limits(self.ledger.table, state_machine_name(config.stage), config.vendor_limits)
         self.triggers = Triggers(
             self, "Triggers", config=config, intake=fns["intake"], key=self.storage.key, removal_policy=removal
         )

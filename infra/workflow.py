@@ -20,6 +20,10 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 
 
+def state_machine_name(stage: str) -> str:
+    return f"dsrflow-{stage}"
+
+
 def state_machine_log_group_name(stage: str) -> str:
     """The workflow's log group: under the prefix AWS documents for Step Functions vended logs."""
     return f"{VENDED_LOGS_PREFIX}dsrflow-{stage}"
@@ -76,7 +80,7 @@ class Workflow(Construct):
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=f"dsrflow-{stage}",
+            state_machine_name=state_machine_name(stage),
             state_machine_type=sfn.StateMachineType.STANDARD,  # runs for days; exactly-once task starts
             # Inline (from_string), not from_file: from_file uploads the definition as an S3 asset, so the
             # template and its change sets would show only a hash. Inline, a reviewer sees the workflow and

@@ -248,11 +248,13 @@ class LocalCloud:
         event_bus: str = "default",
         approval_mode: str = "auto",
         require_approval: str = "none",
+        vendor_limits: dict[str, Any] | None = None,
     ):
         """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
         self.vendors = vendors
         self.approval_mode = approval_mode
         self.require_approval = require_approval  # dsrflow's approval gate: none, erase, all
+        self.vendor_limits = vendor_limits or {}  # {"qualifio": {"jobs": 2, "callsPerSecond": 5}}: core/limits.py
         self.time_scale = time_scale
         self.event_bus = event_bus
         self._mock: Any = None
@@ -374,6 +376,8 @@ class LocalCloud:
             "POWERTOOLS_SERVICE_NAME": "dsrflow",
             "LEDGER_TABLE": self.ledger_table,
         }
+        if self.vendor_limits:
+            base_env["VENDOR_LIMITS"] = json.dumps(self.vendor_limits)
         for role_name, handler in FUNCTIONS_BY_ROLE.items():
             arn = lam.create_function(
                 FunctionName=f"{PREFIX}-{role_name}",

@@ -13,4 +13,5 @@ SUBSTITUTIONS = {
     "FinalizeFunctionArn": "finalize",
     "ApprovalFunctionArn": "approval",
     "RecordFunctionArn": "record",
+    "ParkFunctionArn": "park",
 }

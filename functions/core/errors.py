@@ -85,6 +85,11 @@ class VendorTransientError(DsrError):
         self.vendor = vendor
 
 
+class VendorBusy(DsrError):
+    """Our own per-vendor limit (core/limits.py): no call may be sent yet. Raised before anything is sent; the
+    workflow waits and tries again (it is not the action's failure)."""
+
+
 class ArchiveTransferError(DsrError):
     """An archive download broke off or did not match its announced length; nothing was stored."""
 

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from core.domain import Schedule
+from core.limits import MAX_PACE_WAITS, SLOT_WAITS
 from core.models import MAX_EXTENSIONS
 
 QUOTA = 25_000  # Step Functions standard workflows: history events per execution
@@ -51,6 +52,9 @@ STATES: dict[str, str] = {
     "Ask for approval": "Task",
     "Await approval": "Task",
     "Submit vendor job": "Task",
+    "Submitted?": "Choice",
+    "Wait for a vendor slot": "Task",
+    "Wait for the vendor's call rate": "Wait",
     "Wait for vendor": "Wait",
     "Check vendor job": "Task",
     "Job finished?": "Choice",
@@ -78,6 +82,7 @@ TASKS = {
     "ask": "Ask for approval",
     "hold": "Await approval",
     "record": "Record outcome",
+    "park": "Wait for a vendor slot",
 }
 # The approval gate asks again each time it times out after the deadline was extended: at most once per
 # extension (core.models.MAX_EXTENSIONS), plus the first ask.
@@ -100,6 +105,7 @@ class Retries:
     ask: int = 0
     hold: int = 0
     record: int = 0
+    park: int = 0
 
     @classmethod
     def none(cls) -> Retries:
@@ -155,10 +161,25 @@ def worst_case_checks(schedule: Schedule, other_waits: Iterable[timedelta] = ())
     return checks + 2
 
 
-def action_events(checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None) -> int:
+def queue_events(retries: Retries) -> int:
+    """What our own per-vendor limit can add to one action (core/limits.py): SLOT_WAITS times "Wait for a vendor
+    slot" and MAX_PACE_WAITS times "Wait for the vendor's call rate", each followed by Submit and its Choice."""
+    again = task_events(retries.submit) + CHOICE_STATE
+    return SLOT_WAITS * (task_events(retries.park) + again) + MAX_PACE_WAITS * (WAIT_STATE + again)
+
+
+def queue_transitions(retries: Retries) -> int:
+    again = task_transitions(retries.submit) + 1
+    return SLOT_WAITS * (task_transitions(retries.park) + again) + MAX_PACE_WAITS * (1 + again)
+
+
+def action_events(
+    checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None, queued: bool = True
+) -> int:
     """One action (an item of the inner Map) on its longest path: the approval Choice, `asks` times the gate
-    (Ask, Await; 0 without a gate), Submit, `checks` times Wait + Check + Choice, Collect, then Succeed, or
-    (`failed`) a "Record ... failure" Pass, Record outcome and its fallback Pass. `failed=None`: the longer."""
+    (Ask, Await; 0 without a gate), Submit and its Choice, every wait our own limits allow (queue_events),
+    `checks` times Wait + Check + Choice, Collect, then Succeed, or (`failed`) a "Record ... failure" Pass,
+    Record outcome and its fallback Pass. `failed=None`: the longer; `queued=False`: no wait for our limits."""
     loop = WAIT_STATE + task_events(retries.check) + CHOICE_STATE
     gate = asks * (task_events(retries.ask) + task_events(retries.hold))
     succeeded = SUCCEED_STATE
@@ -169,6 +190,8 @@ def action_events(checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, f
         + CHOICE_STATE
         + gate
         + task_events(retries.submit)
+        + CHOICE_STATE
+        + (queue_events(retries) if queued else 0)
         + checks * loop
         + task_events(retries.collect)
         + tail
@@ -202,15 +225,26 @@ def task_transitions(retries: int) -> int:
     return 1 + retries
 
 
-def action_transitions(checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None) -> int:
+def action_transitions(
+    checks: int, retries: Retries, *, asks: int = APPROVAL_ASKS, failed: bool | None = None, queued: bool = True
+) -> int:
     """One action on its longest path, as action_events walks it: the approval Choice, `asks` times Ask and
-    Await, Submit, `checks` times Wait + Check + Choice, Collect, then Succeed or (`failed`) the Record Pass,
-    Record outcome and its fallback Pass."""
+    Await, Submit and its Choice, the waits of our own limits, `checks` times Wait + Check + Choice, Collect,
+    then Succeed or (`failed`) the Record Pass, Record outcome and its fallback Pass."""
     loop = 1 + task_transitions(retries.check) + 1
     gate = asks * (task_transitions(retries.ask) + task_transitions(retries.hold))
     recorded = 1 + task_transitions(retries.record) + 1
     tail = max(1, recorded) if failed is None else recorded if failed else 1
-    return 1 + gate + task_transitions(retries.submit) + checks * loop + task_transitions(retries.collect) + tail
+    return (
+        1
+        + gate
+        + task_transitions(retries.submit)
+        + 1
+        + (queue_transitions(retries) if queued else 0)
+        + checks * loop
+        + task_transitions(retries.collect)
+        + tail
+    )
 
 
 def worst_case_transitions(

@@ -689,6 +689,9 @@ class VendorHttp:
         self.session.mount("http://", adapter)
         # Set by the task layer for a dry-run request: a call marked destructive is refused before sending.
         self.dry_run = False
+        # Set by the task layer where the vendor has a calls-per-second limit (core/limits.py): called before
+        # every try, it sleeps for this call's turn or raises VendorBusy with nothing sent.
+        self.pace: Callable[[], object] | None = None
 
     # --- public calls -------------------------------------------------------------------------------------
 
@@ -812,6 +815,8 @@ class VendorHttp:
                     f"{what}: not enough of this invocation's time left; the workflow retries later",
                     detail=again.detail if again else None,
                 )
+            if self.pace is not None:
+                self.pace()
             outcome = self._try(spec)
             if not isinstance(outcome, _Again):
                 return outcome

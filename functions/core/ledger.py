@@ -54,6 +54,7 @@ ACTION_PREFIX = "action#"
 EVENTS = (
     "received",
     "started",
+    "waiting",  # held back by our own per-vendor limit (core/limits.py): nothing sent yet
     "submitted",
     "checked",
     "completed",

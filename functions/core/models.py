@@ -337,6 +337,16 @@ class ApprovalWait(BaseModel):
     timed_out: bool = False
 
 
+class Queued(BaseModel):
+    """A vendor action waiting for our own per-vendor limit (core/limits.py) before its job is submitted: on a
+    free slot (jobs in flight) or on the pace (calls per second). Never a failure."""
+
+    on: Literal["slot", "pace"]
+    since: datetime  # first queued: its place in the line across wake-ups
+    waits: int = Field(default=1, ge=1)
+    until: datetime  # the end of the slot's lease once handed over (the job's own deadline)
+
+
 class StepState(BaseModel):
     """The one state a vendor action carries through its branch of the workflow: every job task (approval,
     submit, check) takes it and returns it. `next_check_at` is when the Wait state wakes the next check
@@ -357,6 +367,11 @@ class StepState(BaseModel):
     approval: Approval | None = None
     approval_wait: ApprovalWait | None = None
     approval_timed_out: dict[str, Any] | None = None  # the gate's States.Timeout, until ask_approval looked at it
+    queued: Queued | None = None  # submit found no free slot / pace: "Wait for a vendor slot" parks the branch
+    wait_seconds: int | None = None  # a parked wait's fallback (its TimeoutSecondsPath), whole seconds >= 1
+    # What the branch waits on next (the ASL's Choices read it): our limit's slot or pace (nothing was sent), or
+    # the vendor's callback (core/callbacks.py); None: the vendor's schedule (a Wait state).
+    wait_on: Literal["slot", "pace", "callback"] | None = None
 
 
 Step = Literal["approval", "submit", "check", "collect"]

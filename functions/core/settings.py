@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from core.errors import ConfigError
+from core.limits import VendorLimit, parse_limits
 
 
 class Settings(BaseModel):
@@ -30,6 +31,8 @@ class Settings(BaseModel):
     # deployer's text about the controller (a file in a layer; empty: the bundled neutral template).
     package_read_mb: int = Field(default=8, ge=1, le=256)
     controller_text_file: str | None = None
+    # Per-vendor limits across executions (core/limits.py): {"<vendor>": {"jobs": N, "callsPerSecond": R}}.
+    vendor_limits: dict[str, VendorLimit] = Field(default_factory=dict)
 
 
 _ENV = {
@@ -46,6 +49,7 @@ _ENV = {
     "package_url_seconds": "PACKAGE_URL_SECONDS",
     "package_read_mb": "PACKAGE_READ_MB",
     "controller_text_file": "CONTROLLER_TEXT_FILE",
+    "vendor_limits": "VENDOR_LIMITS",
 }
 
 
@@ -55,6 +59,9 @@ def settings() -> Settings:
     for field, var in _ENV.items():
         value = os.environ.get(var)
         if value in (None, ""):
+            continue
+        if field == "vendor_limits":
+            raw[field] = parse_limits(value)
             continue
         if field == "vendor_secrets":
             try:

@@ -31,6 +31,7 @@ from core.errors import (
 )
 from core.events import emit
 from core.ledger import Ledger
+from core.limits import MAX_PACE_WAITS, Limits, VendorBusy, holder_of
 from core.models import (
     OUTCOME_STATUSES,
     ActionOutcome,
@@ -39,6 +40,7 @@ from core.models import (
     ExecutionInput,
     Manifest,
     PackageRef,
+    Queued,
     StepState,
     StoredRequest,
 )
@@ -66,6 +68,7 @@ class Runtime:
     events: EventBridgeClient | None = None  # for the completion event
     event_bus_name: str | None = None
     ledger: Ledger | None = None  # the request ledger (core/ledger.py); None where LEDGER_TABLE is unset
+    limits: Limits | None = None  # per-vendor limits across executions (core/limits.py); None: unlimited
 
 
 # --- the job loop -----------------------------------------------------------------------------------------
@@ -95,13 +98,46 @@ def _context(rt: Runtime, request: StoredRequest) -> JobContext:
     )
 
 
-def _connector(rt: Runtime, vendor: str, request: StoredRequest) -> Connector:
+def _connector(rt: Runtime, vendor: str, request: StoredRequest, *, pace_wait: float = 0.0) -> Connector:
     connector = rt.connector_for(vendor)
     http = getattr(connector, "http", None)
     if http is not None:
         # The second lock on the door: even a connector bug cannot send a destructive call in a dry run.
         http.dry_run = request.dry_run
+        limits = rt.limits
+        if limits is not None and limits.paced(vendor):
+            # Every call to this vendor waits its turn in the pace shared by all executions (core/limits.py).
+            http.pace = lambda: limits.pace(vendor, _pace_wait(pace_wait))
     return connector
+
+
+PACE_WAIT = 20.0  # seconds a submit or check may sleep for its turn in a vendor's pace; then it waits in the workflow
+COLLECT_PACE_WAIT = 300.0
+PACE_RETRY = timedelta(seconds=15)  # real time before a paced-out submit tries again, doubling each time
+PACE_RETRY_MAX = timedelta(minutes=15)
+
+
+def _pace_wait(wanted: float) -> float:
+    """What a call may sleep for its turn: `wanted`, but never into the invocation's last minute."""
+    from core.http import remaining_seconds
+
+    left = remaining_seconds()
+    return wanted if left is None else max(min(wanted, left - 60.0), 0.0)
+
+
+def _holder(task: StepState) -> str:
+    return holder_of(task.request_id, task.attempt, task.action.value)
+
+
+def _release(rt: Runtime, task: StepState) -> None:
+    """Give the action's vendor slot back (a no-op without a limit); never fails the step: a slot not given
+    back expires with its lease."""
+    if rt.limits is None or rt.limits.jobs(task.vendor) is None:
+        return
+    try:
+        rt.limits.release(task.vendor, _holder(task))
+    except Exception as exc:
+        log.warning("vendor slot not released", extra={"error": type(exc).__name__, "vendor": task.vendor})
 
 
 def _wait_until(moment: datetime, now: datetime) -> str:
@@ -120,7 +156,14 @@ def _with_job(
     task: StepState, job: Job, progress: Progress | None, now: datetime, request: StoredRequest
 ) -> dict[str, Any]:
     state = task.model_copy(
-        update={"job": job, "progress": progress, "next_check_at": _wait_until(job.next_check_at, now)}
+        update={
+            "job": job,
+            "progress": progress,
+            "next_check_at": _wait_until(job.next_check_at, now),
+            "queued": None,
+            "wait_on": None,
+            "wait_seconds": None,
+        }
     )
     return scrub(state.model_dump(mode="json"), subject_values(request.subject), where="task output")
 
@@ -325,7 +368,7 @@ def _capped(task: StepState, job: Job, schedule: Schedule, deadline: datetime, n
 def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
     request = rt.store.load_request(task.request_id)
     _require_verified_export(rt, task)
-    connector = _connector(rt, task.vendor, request)
+    connector = _connector(rt, task.vendor, request, pace_wait=PACE_WAIT)
     ctx = _context(rt, request)
     with _vendor_words(rt, task, "submit", ctx):
         if request.dry_run and _destructive(task.action) and task.action not in connector.native_dry_run:
@@ -352,13 +395,31 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
             )
         deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline or request.deadline)
         _ensure_reachable(task, connector, deadline, ctx.now)  # before anything is sent
+        if rt.limits is not None and not rt.limits.acquire(
+            task.vendor, _holder(task), connector.schedule.deadline_at(ctx.now)
+        ):
+            return _queued(rt, task, request, "slot", ctx.now, connector, deadline)
         possible_duplicate = record.unsettled() > 0
         ctx.after_uncertain_attempt = possible_duplicate
         record.begin(ctx.now)
         try:
             job = connector.submit(task.action, request.subject, ctx)
+        except VendorBusy as exc:
+            # Our own pace refused a call before it was sent: nothing acted; wait in the workflow, not here.
+            record.end("not_acted")
+            _release(rt, task)
+            if task.queued is not None and task.queued.on == "pace" and task.queued.waits >= MAX_PACE_WAITS:
+                exc.with_message(
+                    f"{exc.message}; it waited {MAX_PACE_WAITS} times since {iso_z(task.queued.since)}: raise the "
+                    f"callsPerSecond limit for {task.vendor} (vendorLimits), then retry the request"
+                )
+                raise
+            return _queued(rt, task, request, "pace", ctx.now, connector, deadline)
         except BaseException as exc:
-            record.end("uncertain" if _uncertain(exc) else "not_acted")
+            uncertain = _uncertain(exc)
+            record.end("uncertain" if uncertain else "not_acted")
+            if not uncertain:
+                _release(rt, task)  # no job was created: the slot is free for another request
             raise
         if job.job_id is not None and (
             safe_id(job.job_id, connector.job_id_pattern) is None or holds_subject(job.job_id, request.subject)
@@ -373,6 +434,69 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
     return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
 
 
+def _queued(
+    rt: Runtime,
+    task: StepState,
+    request: StoredRequest,
+    on: Literal["slot", "pace"],
+    now: datetime,
+    connector: Connector,
+    deadline: datetime,
+) -> dict[str, Any]:
+    """Submit's answer when our own per-vendor limit holds the job back: nothing was sent. On a slot, the branch
+    parks until the slot handed to it wakes it, or at the latest until its job could no longer finish in time
+    (then submit answers DeadlineUnreachable); on the pace, it looks again shortly."""
+    import math
+
+    from core.clock import scaled
+
+    earlier = task.queued
+    until = connector.schedule.deadline_at(now)
+    queued = Queued(
+        on=on, since=earlier.since if earlier else now, waits=earlier.waits + 1 if earlier else 1, until=until
+    )
+    if on == "slot":
+        cap = _cap(task, connector.schedule, deadline, now)  # None: a late retry, bounded by its own deadline
+        latest = (cap if cap is not None else until) - scaled(connector.schedule.first_check)
+        wait = max(latest - now, timedelta(seconds=1))
+    else:
+        wait = min(PACE_RETRY * 2 ** (queued.waits - 1), PACE_RETRY_MAX)
+    state = task.model_copy(
+        update={
+            "job": None,
+            "progress": None,
+            "queued": queued,
+            "wait_on": on,
+            "next_check_at": _wait_until(now + wait, now),
+            "wait_seconds": max(math.ceil(wait.total_seconds()), 1),
+        }
+    )
+    out = scrub(state.model_dump(mode="json"), subject_values(request.subject), where="task output")
+    if queued.waits == 1 and rt.ledger is not None:
+        limit = rt.limits.limits.get(task.vendor) if rt.limits else None
+        what = (
+            f"waiting for a free {task.vendor} slot: at most {limit.jobs} {task.vendor} jobs run at once"
+            if on == "slot" and limit and limit.jobs
+            else f"waiting for its turn in the {task.vendor} call rate"
+        )
+        try:
+            rt.ledger.action(task.request_id, task.vendor, task.action.value, "waiting", reason=what)
+        except Exception as exc:  # the ledger is a view (see _recorded)
+            log.warning("ledger record failed", extra={"error": type(exc).__name__})
+    return out
+
+
+def park(task: StepState, rt: Runtime, *, token: str | None) -> dict[str, Any]:
+    """ "Wait for a vendor slot" (`.waitForTaskToken`): keep the token where a freed slot wakes it. What it
+    returns is ignored; the branch resumes on the wake-up or after `wait_seconds`."""
+    if token is None or rt.limits is None:
+        raise ConfigError("dsrflow", "park", "needs a task token and the ledger table (LEDGER_TABLE)")
+    if task.queued is None:
+        raise ConfigError("dsrflow", "park", "needs the queued state submit answered")
+    rt.limits.park(task.vendor, _holder(task), token, since=task.queued.since, until=task.queued.until)
+    return {"parked": True}
+
+
 def check(task: StepState, rt: Runtime) -> dict[str, Any]:
     assert task.job is not None, "check needs the submitted job"
     request = rt.store.load_request(task.request_id)
@@ -382,17 +506,26 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
         # A dry run's planned action: nothing was submitted, so there is nothing to ask the vendor.
         ready = Progress.ready("dry run: nothing was sent to the vendor")
         return _recorded(rt, task, "checked", _with_job(task, job, ready, ctx.now, request), request)
-    connector = _connector(rt, task.vendor, request)
+    connector = _connector(rt, task.vendor, request, pace_wait=PACE_WAIT)
     if isinstance(job.state.get(CAPPED), str):  # an extension granted since submit moves the cap on
         deadline, _ = _deadline(rt, task.request_id, fallback=task.deadline or request.deadline)
         job = _capped(task, job, connector.schedule, deadline, ctx.now)
     with _vendor_words(rt, task, "check", ctx):
         # Deadlines are the connector's call: a job that finished late is still collected.
-        progress = connector.check(job, ctx)
+        try:
+            progress = connector.check(job, ctx)
+        except VendorBusy:
+            # Our own pace: nothing was asked; look again at the schedule's next look (a check is read-only, so it
+            # is safe to repeat, and the job is never looked at more often than its Schedule allows).
+            later = max(ctx.now + PACE_RETRY, connector.schedule.next_check_at(job, ctx.now))
+            busy = Progress.pending(later, f"waiting for its turn in the {task.vendor} call rate")
+            return _with_job(task, job.model_copy(update={"next_check_at": later}), busy, ctx.now, request)
         word = safe_word(progress.vendor_status, connector.statuses)
         if word is None and progress.vendor_status is not None:
             ctx.note("status word outside the documented vocabulary", progress.vendor_status)
     progress = progress.model_copy(update={"vendor_status": word})
+    if progress.status in ("ready", "failed"):
+        _release(rt, task)  # the vendor's job has ended: its slot goes to the next request waiting
     if progress.status == "failed":
         # Recorded as it stands by the ASL ("Record vendor failure"): give it the error name and the
         # "<vendor> <step>:" opening every other failure has.
@@ -460,7 +593,8 @@ def collect(task: StepState, rt: Runtime) -> dict[str, Any]:
     else:
         stored = _already_stored(rt, task)
         if not stored:
-            connector = _connector(rt, task.vendor, request)
+            # A download may wait longer for its turn (collect has minutes); VendorBusy is retried by the workflow.
+            connector = _connector(rt, task.vendor, request, pace_wait=COLLECT_PACE_WAIT)
             with _vendor_words(rt, task, "collect", ctx):
                 stored = _fetch_and_store(rt, task, connector, job, ctx)
         outcome = ActionOutcome(
@@ -690,6 +824,13 @@ def record(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
                 said = {"by": gate.get("decided_by"), "at": gate.get("decided_at"), "reason": gate.get("reason")}
                 raw["error"] = {**error, "Cause": json.dumps(said)}
     outcome = _outcome(raw, rt, request_id)
+    if rt.limits is not None:  # however the action ended, its vendor slot (if any) is given back
+        try:
+            rt.limits.release(
+                outcome.vendor, holder_of(request_id, int(payload.get("attempt") or 1), outcome.action.value)
+            )
+        except Exception as exc:
+            log.warning("vendor slot not released", extra={"error": type(exc).__name__, "vendor": outcome.vendor})
     payload_out = outcome.model_dump(mode="json")
     rt.store.put_json(outcome_key(request_id, outcome.vendor, outcome.action.value), payload_out)
     if rt.ledger is not None:

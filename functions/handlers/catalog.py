@@ -23,6 +23,9 @@ HANDLERS: dict[str, Handler] = {
     "package": Handler("handlers.package.handler", "Build the access package: one zip per request for the subject"),
     "finalize": Handler("handlers.finalize.handler", "Write the manifest, notify the CRM"),
     "approval": Handler("handlers.approval.handler", "Hold a vendor action for a person's decision (task token)"),
+    "park": Handler(
+        "handlers.park.handler", "Park a vendor action in its vendor's queue (task token) until a slot is handed to it"
+    ),
     "record": Handler("handlers.record.handler", "Record a vendor action that failed, was denied or timed out"),
     "sweep": Handler(
         "handlers.sweep.handler", "Deadline watch: warn before a deadline, count open, due-soon and overdue requests"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from connectors.base import Connector
+    from core.limits import Limits
     from core.operations import Ops
 
 
@@ -83,6 +84,16 @@ def ledger() -> Ledger | None:
     return Ledger(client("dynamodb"), s.ledger_table, retention_days=s.ledger_retention_days, metric=_ledger_metric)
 
 
+def limits() -> Limits | None:
+    """The per-vendor limits (core/limits.py), or None where no vendor has one or there is no ledger table."""
+    s = settings()
+    if not s.vendor_limits or not s.ledger_table:
+        return None
+    from core.limits import Limits
+
+    return Limits(client("dynamodb"), s.ledger_table, s.vendor_limits, sfn=client("stepfunctions"))
+
+
 def runtime() -> Runtime:
     s = settings()
     return Runtime(
@@ -91,6 +102,7 @@ def runtime() -> Runtime:
         events=client("events") if s.event_bus_name else None,
         event_bus_name=s.event_bus_name,
         ledger=ledger(),
+        limits=limits(),
     )
 
 

@@ -142,6 +142,7 @@ class QualifioSimulator(Simulator):
         dpo_user_id: int = 77,
         auto_validate: bool = True,
         processing_minutes: float = 30,
+        max_open_rules: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -150,6 +151,11 @@ class QualifioSimulator(Simulator):
         self.dpo_user_id = dpo_user_id
         self.auto_validate = auto_validate
         self.processing = timedelta(minutes=processing_minutes)
+        # A vendor that runs only so many jobs at once: a rule created while `max_open_rules` are unfinished is
+        # refused with 429. `peak_open` and `refused_busy` tell a test what the vendor saw.
+        self.max_open_rules = max_open_rules
+        self.peak_open = 0
+        self.refused_busy = 0
         super().__init__(time_scale=time_scale, faults=faults, host=host, port=port)
         self.profiles: dict[Any, dict[str, Any]] = {}
         for i, customer in enumerate(CUSTOMERS, start=1):
@@ -267,6 +273,11 @@ class QualifioSimulator(Simulator):
             unknown = [p for p in body["ruleTypePayload"]["profiles"] if p not in self.profiles]
             if unknown:
                 return Response.json({"message": f"{len(unknown)} profile id(s) unknown to this client"}, 400)
+            open_now = sum(1 for r in self.rules.values() if r.status in ("NEW", "APPROVED"))
+            if self.max_open_rules is not None and open_now >= self.max_open_rules:
+                self.refused_busy += 1
+                return Response.json({"message": "too many rules in progress for this client"}, 429)
+            self.peak_open = max(self.peak_open, open_now + 1)
             self._serial += 1
             rule = _Rule(
                 id=f"65f0c0de{self._serial:016x}",

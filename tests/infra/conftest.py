@@ -116,6 +116,7 @@ VARIANT_CONTEXT = {
     "skipLambdaDeps": "true",
     "packageUrlSeconds": "900",
     "controllerText": "tests/infra/controller-acme.txt",
+    "vendorLimits": '{"qualifio": {"jobs": 2, "callsPerSecond": 5}}',
 }
 
 

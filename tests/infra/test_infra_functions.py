@@ -13,7 +13,7 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-HANDLERS = ("intake", "submit", "check", "collect", "package", "finalize", "approval", "record", "sweep")
+HANDLERS = ("intake", "submit", "check", "collect", "package", "finalize", "approval", "record", "park", "sweep")
 
 
 def architecture_env_table() -> dict[str, set[str]]:
@@ -193,7 +193,8 @@ KMS_ACTIONS = {
     "package": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads the export archives; puts the package (multipart)
     "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts the manifest copies; reads the last attempt's
     "approval": {"kms:Decrypt"},  # reads the export's outcome an erase depends on (never request.json)
-    "record": {"kms:GenerateDataKey"},  # puts a failed or denied action's outcome.json; reads nothing
+    "record": {"kms:GenerateDataKey"},
+    "park": set(),  # no S3: its waiter sits in the ledger's table (only with vendorLimits)  # puts a failed or denied action's outcome.json; reads nothing
     "sweep": set(),  # no object: only the ledger's kms:Decrypt through DynamoDB (test_infra_watch.py)
 }
 
@@ -257,6 +258,7 @@ S3_OBJECT_ACTIONS = {
     "finalize": {"s3:GetObject": {MANIFEST, PROOF, ATTEMPT}, "s3:PutObject": {MANIFEST, PROOF, ATTEMPT}},
     "approval": {"s3:GetObject": {EXPORT_OUTCOME}},
     "record": {"s3:PutObject": {OUTCOME}},
+    "park": {},
     "sweep": {},  # the deadline watch reads the ledger only
 }
 # s3:ListBucket: None = on the bucket without condition (a missing object must answer 404, which the code relies

@@ -31,8 +31,8 @@ def test_substitutions_are_exactly_the_engine_and_stack_names():
 
 def test_every_task_has_a_catch_and_retries_lambda_errors():
     tasks = [(n, s) for n, s, _ in walk(json.loads(ASL.read_text())["States"]) if s["Type"] == "Task"]
-    # approval (ask, await), submit, check, collect, record, package, finalize
-    assert len(tasks) == 8
+    # approval (ask, await), submit, the wait for a vendor slot, check, collect, record, package, finalize
+    assert len(tasks) == 9
     for name, state in tasks:
         assert state.get("Catch"), name
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}

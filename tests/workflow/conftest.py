@@ -33,6 +33,7 @@ def local_run(
     creds_override: dict[str, dict[str, Any]] | None = None,
     approval_mode: str = "auto",
     require_approval: str = "none",
+    vendor_limits: dict[str, Any] | None = None,
 ) -> Iterator[tuple[LocalCloud, dict[str, Any]]]:
     sim_options, creds_override = sim_options or {}, creds_override or {}
     with contextlib.ExitStack() as stack:
@@ -42,7 +43,13 @@ def local_run(
         }
         creds = {name: {**sim.credentials(), **creds_override.get(name, {})} for name, sim in sims.items()}
         cloud = stack.enter_context(
-            LocalCloud(creds, time_scale=time_scale, approval_mode=approval_mode, require_approval=require_approval)
+            LocalCloud(
+                creds,
+                time_scale=time_scale,
+                approval_mode=approval_mode,
+                require_approval=require_approval,
+                vendor_limits=vendor_limits,
+            )
         )
         yield cloud, sims
 

@@ -91,6 +91,9 @@ class Config:
     controller_text: Path | None = None
     # Per-vendor limits across executions (VENDOR_LIMITS, core/limits.py), as validated JSON text; "" for none.
     vendor_limits: str = ""
+    # Vendor callbacks (core/callbacks.py): the unsigned GET /callbacks/{token} and a callBackUrl on the jobs of
+    # vendors that offer one (Qualifio's exports); off: every job is polled.
+    callbacks: bool = True
 
     @property
     def stack_name(self) -> str:
@@ -265,6 +268,7 @@ def load_config(node: Node) -> Config:
         package_url_seconds=package_url_seconds,
         controller_text=_controller_text(node),
         vendor_limits=_vendor_limits(node, _vendors(node)),
+        callbacks=_bool(node, "callbacks", True),
     )
 
 

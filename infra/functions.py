@@ -76,6 +76,7 @@ SIZING: dict[str, Sizing] = {
     "approval": Sizing(512, Duration.minutes(1)),  # a ledger read and write, an S3 read, one event
     "record": Sizing(256, Duration.minutes(1)),  # one outcome.json and a ledger write
     "park": Sizing(256, Duration.minutes(1)),  # a waiter put, a Query of its vendor's queue, maybe a wake-up
+    "callback": Sizing(256, Duration.seconds(10)),  # one conditional update, maybe a wake-up: a vendor waits on it
     "sweep": Sizing(256, Duration.minutes(2)),  # one Query over the open requests, a write and an event per warning
 }
 SPECS: dict[str, Spec] = {
@@ -147,6 +148,17 @@ LIMIT_ITEM_ACTIONS: dict[str, tuple[str, ...]] = {
     "sweep": ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"),
 }
 LIMIT_WAKERS = ("submit", "check", "record", "park", "sweep")
+
+# Vendor callbacks (core/callbacks.py; items under pk "CALLBACK#<sha256 of the token>" in the ledger's table): submit
+# registers a job's item, park writes the waiting task token on it (and wakes the branch when the call came first),
+# the callback function notes the call (a conditional update; GetItem tells a repeat from an unknown token) and
+# wakes the branch. Granted only on those keys.
+CALLBACK_ITEM_ACTIONS: dict[str, tuple[str, ...]] = {
+    "submit": ("dynamodb:PutItem",),
+    "park": ("dynamodb:UpdateItem",),
+    "callback": ("dynamodb:UpdateItem", "dynamodb:GetItem"),
+}
+CALLBACK_WAKERS = ("park", "callback")
 
 
 @dataclass(frozen=True)
@@ -419,6 +431,40 @@ class Functions(Construct):
         )
         for name in LIMIT_WAKERS:
             self.roles[name].add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
+
+    def connect_callbacks(self, table: dynamodb.ITable, state_machine_name: str, base_url: str) -> None:
+        """Vendor callbacks (core/callbacks.py): submit registers a job's callback item and hands the vendor
+        CALLBACK_BASE_URL + token; park keeps the waiting branch's task token on it; the callback function (the
+        unsigned GET /callbacks/{token}) notes the call and wakes the branch. Each only on `CALLBACK#*` keys."""
+        machine = Stack.of(self).format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.functions["submit"].add_environment("CALLBACK_BASE_URL", base_url)
+        for name, actions in CALLBACK_ITEM_ACTIONS.items():
+            fn, role = self.functions[name], self.roles[name]
+            fn.add_environment("LEDGER_TABLE", table.table_name)
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=list(actions),
+                    resources=[table.table_arn],
+                    conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["CALLBACK#*"]}},
+                )
+            )
+            if name not in LEDGER_ACTIONS:
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["kms:Decrypt"],
+                        resources=[self._storage.key.key_arn],
+                        conditions={
+                            "StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}
+                        },
+                    )
+                )
+            if name in CALLBACK_WAKERS:
+                role.add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
 
     def connect_event_bus(self, bus: events.IEventBus) -> None:
         """finalize (the completion event) and sweep (deadline warnings) put events on the CRM's bus

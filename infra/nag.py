@@ -40,6 +40,11 @@ ROTATION = (
     "is no rotation Lambda that could mint new ones. They are rotated by the operator with put-secret-value "
     "(README.md, Deploy); the functions pick up a new value within SECRETS_MAX_AGE (300 s)."
 )
+CALLBACK_AUTH = (
+    "GET /callbacks/{token} is the one unsigned method: a vendor calling back when its job is done cannot sign. "
+    "The 256-bit per-job token in the path is the credential; an unknown, expired or malformed token changes "
+    "nothing, a job is woken at most once, and the method has its own low throttle (core/callbacks.py)."
+)
 IAM_AUTH = (
     "The API uses AWS_IAM (SigV4) authorization on every method: its callers are backend systems (the CRM) "
     "with IAM roles, not end users, so there is no Cognito user pool."
@@ -104,6 +109,11 @@ def apply_suppressions(stack: DsrflowStack) -> None:
     NagSuppressions.add_resource_suppressions(
         api.methods, [NagPackSuppression(id="AwsSolutions-COG4", reason=IAM_AUTH)]
     )
+    if stack.triggers.callback_method is not None:
+        NagSuppressions.add_resource_suppressions(
+            stack.triggers.callback_method,
+            [NagPackSuppression(id="AwsSolutions-APIG4", reason=CALLBACK_AUTH)],
+        )
     NagSuppressions.add_resource_suppressions(
         api.deployment_stage, [NagPackSuppression(id="AwsSolutions-APIG3", reason=WAF)]
     )

@@ -13,7 +13,7 @@ from infra.nag import apply_suppressions
 from infra.observability import Observability
 from infra.secrets import VendorSecrets
 from infra.storage import Storage
-from infra.triggers import Triggers
+from infra.triggers import CALLBACK_PATH, Triggers
 from infra.watch import Watch
 from infra.workflow import Workflow, state_machine_name
 
@@ -62,8 +62,18 @@ class DsrflowStack(Stack):
         self.functions.connect_workflow(self.workflow.state_machine)
         self.functions.connect_limits(self.ledger.table, state_machine_name(config.stage), config.vendor_limits)
         self.triggers = Triggers(
-            self, "Triggers", config=config, intake=fns["intake"], key=self.storage.key, removal_policy=removal
+            self,
+            "Triggers",
+            config=config,
+            intake=fns["intake"],
+            callback=fns["callback"] if config.callbacks else None,
+            key=self.storage.key,
+            removal_policy=removal,
         )
+        if config.callbacks:
+            self.functions.connect_callbacks(
+                self.ledger.table, state_machine_name(config.stage), self._callback_base_url(config)
+            )
         self.functions.connect_event_bus(self.triggers.event_bus)
         self.observability = Observability(
             self,
@@ -106,3 +116,10 @@ class DsrflowStack(Stack):
             )
 
         apply_suppressions(self)
+
+    def _callback_base_url(self, config: Config) -> str:
+        """<API>/callbacks/ from the API's id, not its stage URL: the stage depends on the methods, they on intake,
+        intake's role on the state machine and the state machine on submit, so submit's environment cannot refer
+        to the stage without a circular dependency."""
+        api = self.triggers.api
+        return f"https://{api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{config.stage}{CALLBACK_PATH}/"

@@ -249,12 +249,17 @@ class LocalCloud:
         approval_mode: str = "auto",
         require_approval: str = "none",
         vendor_limits: dict[str, Any] | None = None,
+        callbacks: bool = False,
     ):
         """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
         self.vendors = vendors
         self.approval_mode = approval_mode
         self.require_approval = require_approval  # dsrflow's approval gate: none, erase, all
         self.vendor_limits = vendor_limits or {}  # {"qualifio": {"jobs": 2, "callsPerSecond": 5}}: core/limits.py
+        # Serve GET /callbacks/{token} on loopback (as the deployed API's unsigned route does) and hand vendors its
+        # URL (CALLBACK_BASE_URL): a simulator then calls back when its job is done (core/callbacks.py).
+        self.callbacks = callbacks
+        self._callback_server: Any = None
         self.time_scale = time_scale
         self.event_bus = event_bus
         self._mock: Any = None
@@ -297,6 +302,10 @@ class LocalCloud:
 
     def __exit__(self, *exc: Any) -> None:
         _LAMBDA_FAULTS.clear()
+        if self._callback_server is not None:
+            self._callback_server.shutdown()
+            self._callback_server.server_close()
+            self._callback_server = None
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -378,6 +387,8 @@ class LocalCloud:
         }
         if self.vendor_limits:
             base_env["VENDOR_LIMITS"] = json.dumps(self.vendor_limits)
+        if self.callbacks:
+            base_env["CALLBACK_BASE_URL"] = self._serve_callbacks()
         for role_name, handler in FUNCTIONS_BY_ROLE.items():
             arn = lam.create_function(
                 FunctionName=f"{PREFIX}-{role_name}",
@@ -449,6 +460,43 @@ class LocalCloud:
         """The next `times` invocations of `role` run, then answer the Lambda API error `code` (the ASL sees
         `Lambda.<code>`), as when the Lambda service fails after the function did its work."""
         _LAMBDA_FAULTS.setdefault(role, []).extend([code] * times)
+
+    def _serve_callbacks(self) -> str:
+        """A loopback HTTP server for GET /callbacks/{token} that invokes the callback function with the event
+        API Gateway sends (resource "/callbacks/{token}"); returns the base URL vendors are given."""
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        cloud = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet, and the path holds a token
+                pass
+
+            def do_GET(self) -> None:  # http.server's name
+                head, _, token = self.path.split("?", 1)[0].rpartition("/")
+                if head != "/callbacks":
+                    self.send_error(404)
+                    return
+                event = {
+                    "httpMethod": "GET",
+                    "resource": "/callbacks/{token}",
+                    "path": self.path,
+                    "pathParameters": {"token": token},
+                }
+                out = cloud.invoke("callback", event)
+                body = (out.get("body") or "").encode()
+                self.send_response(int(out.get("statusCode", 500)))
+                for name, value in (out.get("headers") or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="dsrflow-callbacks", daemon=True).start()
+        self._callback_server = server
+        return f"http://127.0.0.1:{server.server_address[1]}/callbacks/"
 
     def invoke(self, role: str, event: dict[str, Any]) -> Any:
         """Invoke one of the functions through moto's Lambda API, as AWS would."""

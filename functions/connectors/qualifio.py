@@ -133,6 +133,9 @@ class QualifioConnector:
     job_id_pattern: ClassVar[str] = OBJECT_ID
     # A `test: true` erasure rule runs the whole process and deletes nothing.
     native_dry_run: ClassVar[frozenset[Action]] = frozenset({Action.ERASE})
+    # Qualifio documents a GET to `callBackUrl` "once the archive is ready": for exports. An erasure rule has no
+    # archive, and whether it calls back is not documented, so erasures are polled (core/callbacks.py).
+    callbacks: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT})
 
     def __init__(self, credentials: QualifioCredentials, http: VendorHttp | None = None):
         self.credentials = credentials
@@ -368,6 +371,8 @@ class QualifioConnector:
         }
         if dry_run:
             body["test"] = True
+        if ctx.callback_url and action in self.callbacks:
+            body["callBackUrl"] = ctx.callback_url
         raw = self.http.json(
             "POST",
             self._url(path),

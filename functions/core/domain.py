@@ -75,6 +75,9 @@ class JobContext(BaseModel):
     # An earlier attempt to submit this action may have reached the vendor without an answer (its connection
     # dropped or timed out after sending): a "nothing there" answer now may be that attempt's doing.
     after_uncertain_attempt: bool = False
+    # Where the vendor may call when the job is done (core/callbacks.py), for the actions a connector lists in
+    # its `callbacks`; None: the deployment has no callback route, or this job is polled only.
+    callback_url: str | None = None
     # What the vendor said that is not allow-listed (error bodies, undocumented status words), as
     # (what, text) pairs. The task layer writes it to the encrypted per-request object; it is never
     # serialised with the context.

@@ -56,6 +56,7 @@ STATES: dict[str, str] = {
     "Wait for a vendor slot": "Task",
     "Wait for the vendor's call rate": "Wait",
     "Wait for vendor": "Wait",
+    "Await the vendor's callback": "Task",
     "Check vendor job": "Task",
     "Job finished?": "Choice",
     "Wait for DPO approval": "Wait",
@@ -261,6 +262,26 @@ def execution_transitions(vendor_transitions: Iterable[int], retries: Retries) -
     fails), Finalize, and the Fail state it may end in."""
     package = task_transitions(retries.package) + 1
     return 1 + sum(vendor_transitions) + package + task_transitions(retries.finalize) + 1
+
+
+# --- a job awaiting its vendor's callback (core/callbacks.py) -----------------------------------------------
+#
+# Each look then waits in "Await the vendor's callback" (a task, not retried: a failed park falls back to the plain
+# "Wait for vendor") instead of the Wait, and looks come no sooner than every `fallback`, plus the one the callback
+# wakes (once per job). tests/unit/test_history_quota.py checks that this costs no more events than polling the
+# same connector, so the worst case above (polling) bounds both.
+
+
+def callback_checks(schedule: Schedule, fallback: timedelta) -> int:
+    slow = Schedule(first_check=fallback, interval=fallback, backoff=1, deadline=schedule.deadline)
+    return worst_case_checks(slow) + 1
+
+
+def callback_action_events(checks: int, retries: Retries) -> int:
+    """An action awaiting callbacks, on its longest path: as action_events, each look's Wait replaced by the park
+    task (no retries) and, when it fails, the Wait as well."""
+    extra = task_events(0)  # the park, besides the fallback Wait the loop counts
+    return action_events(checks, retries) + checks * extra
 
 
 def checks_for(events: int, retries: Retries, actions: int = ACTIONS) -> int:

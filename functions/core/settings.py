@@ -33,6 +33,8 @@ class Settings(BaseModel):
     controller_text_file: str | None = None
     # Per-vendor limits across executions (core/limits.py): {"<vendor>": {"jobs": N, "callsPerSecond": R}}.
     vendor_limits: dict[str, VendorLimit] = Field(default_factory=dict)
+    # <API>/callbacks/: the unsigned route a vendor calls when its job is done (core/callbacks.py); unset: polled.
+    callback_base_url: str | None = None
 
 
 _ENV = {
@@ -50,6 +52,7 @@ _ENV = {
     "package_read_mb": "PACKAGE_READ_MB",
     "controller_text_file": "CONTROLLER_TEXT_FILE",
     "vendor_limits": "VENDOR_LIMITS",
+    "callback_base_url": "CALLBACK_BASE_URL",
 }
 
 

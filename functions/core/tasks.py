@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from core import vendor_said
 from core.archive_store import StoredArchive, store_archive
+from core.callbacks import Callbacks
 from core.clock import iso_z, utcnow
 from core.domain import MIN_REAL_DEADLINE, Action, Connector, Job, JobContext, Progress, Schedule
 from core.errors import (
@@ -69,6 +70,8 @@ class Runtime:
     event_bus_name: str | None = None
     ledger: Ledger | None = None  # the request ledger (core/ledger.py); None where LEDGER_TABLE is unset
     limits: Limits | None = None  # per-vendor limits across executions (core/limits.py); None: unlimited
+    callbacks: Callbacks | None = None  # vendor callbacks (core/callbacks.py); None: every job is polled
+    callback_base_url: str | None = None  # <API>/callbacks/: the route a vendor calls (CALLBACK_BASE_URL)
 
 
 # --- the job loop -----------------------------------------------------------------------------------------
@@ -152,17 +155,35 @@ def _wait_until(moment: datetime, now: datetime) -> str:
     return iso_z(whole)
 
 
+CALLBACK = "callback"  # Job.state: the id of the job's callback item (core/callbacks.py)
+CALLBACK_FALLBACK = timedelta(hours=6)  # vendor time between looks while a callback is awaited (the fallback)
+
+
+def _callback_look(job: Job, at: datetime, now: datetime) -> datetime:
+    """A callback-awaited job's next look: its schedule's, but no sooner than the fallback interval."""
+    from core.clock import scaled
+
+    return max(at, min(now + scaled(CALLBACK_FALLBACK), max(job.deadline_at, now)))
+
+
 def _with_job(
     task: StepState, job: Job, progress: Progress | None, now: datetime, request: StoredRequest
 ) -> dict[str, Any]:
+    import math
+
+    awaits = isinstance(job.state.get(CALLBACK), str) and (
+        progress is None or progress.status in ("pending", "needs_approval")
+    )
+    next_at = _wait_until(job.next_check_at, now)
+    seconds = (datetime.fromisoformat(next_at) - now).total_seconds()
     state = task.model_copy(
         update={
             "job": job,
             "progress": progress,
-            "next_check_at": _wait_until(job.next_check_at, now),
+            "next_check_at": next_at,
             "queued": None,
-            "wait_on": None,
-            "wait_seconds": None,
+            "wait_on": "callback" if awaits else None,
+            "wait_seconds": max(math.ceil(seconds), 1) if awaits else None,
         }
     )
     return scrub(state.model_dump(mode="json"), subject_values(request.subject), where="task output")
@@ -401,6 +422,7 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
             return _queued(rt, task, request, "slot", ctx.now, connector, deadline)
         possible_duplicate = record.unsettled() > 0
         ctx.after_uncertain_attempt = possible_duplicate
+        callback_id = _callback_for(rt, task, connector, ctx)
         record.begin(ctx.now)
         try:
             job = connector.submit(task.action, request.subject, ctx)
@@ -430,8 +452,41 @@ def submit(task: StepState, rt: Runtime) -> dict[str, Any]:
         if possible_duplicate:
             job = job.model_copy(update={"state": {**job.state, "possible_duplicate": True}})
         job = _capped(task, job, connector.schedule, deadline, ctx.now)
+        if callback_id is not None and job.job_id is not None and job.next_check_at > ctx.now:
+            # The vendor calls back when done: the branch waits for that, and looks only at the fallback interval.
+            look = _callback_look(job, job.next_check_at, ctx.now)
+            job = job.model_copy(update={"state": {**job.state, CALLBACK: callback_id}, "next_check_at": look})
         record.end("created", job)
     return _recorded(rt, task, "submitted", _with_job(task, job, None, ctx.now, request), request)
+
+
+def _callback_for(rt: Runtime, task: StepState, connector: Connector, ctx: JobContext) -> str | None:
+    """Mint the job's callback token and put its URL in the context, where the vendor offers callbacks for
+    this action and the deployment has the route; returns the callback item's id (None: polled only)."""
+    from core import callbacks
+
+    if rt.callbacks is None or not rt.callback_base_url or task.action not in getattr(connector, "callbacks", ()):
+        return None
+    token = callbacks.mint()
+    callback_id = rt.callbacks.register(
+        token,
+        request_id=task.request_id,
+        vendor=task.vendor,
+        action=task.action.value,
+        attempt=task.attempt,
+        until=connector.schedule.deadline_at(ctx.now),
+    )
+    ctx.callback_url = rt.callback_base_url.rstrip("/") + "/" + token
+    return callback_id
+
+
+def await_callback(task: StepState, rt: Runtime, *, token: str | None) -> dict[str, Any]:
+    """ "Await the vendor's callback" (`.waitForTaskToken`): keep the token on the job's callback item; a
+    callback that came already wakes the branch now. The wait's timeout is the polling fallback."""
+    callback_id = task.job.state.get(CALLBACK) if task.job else None
+    if token is None or rt.callbacks is None or not isinstance(callback_id, str):
+        raise ConfigError("dsrflow", "await_callback", "needs a task token, a job with a callback and LEDGER_TABLE")
+    return {"woken": rt.callbacks.park(callback_id, token)}
 
 
 def _queued(
@@ -535,8 +590,10 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
             own += "; the job's deadline was the request's GDPR deadline: extend it, then retry the request"
         progress = progress.model_copy(update={"reason": f"{task.vendor} check: {own}", "error": error})
     if progress.status in ("pending", "needs_approval"):
-        next_at = progress.next_check_at or ctx.now
-        job = job.model_copy(update={"next_check_at": max(next_at, ctx.now)})
+        next_at = max(progress.next_check_at or ctx.now, ctx.now)
+        if isinstance(job.state.get(CALLBACK), str):
+            next_at = _callback_look(job, next_at, ctx.now)
+        job = job.model_copy(update={"next_check_at": next_at})
     return _recorded(rt, task, "checked", _with_job(task, job, progress, ctx.now, request), request)
 
 

@@ -26,6 +26,9 @@ HANDLERS: dict[str, Handler] = {
     "park": Handler(
         "handlers.park.handler", "Park a vendor action in its vendor's queue (task token) until a slot is handed to it"
     ),
+    "callback": Handler(
+        "handlers.callback.handler", "GET /callbacks/{token}: a vendor says its job is done; wakes the waiting branch"
+    ),
     "record": Handler("handlers.record.handler", "Record a vendor action that failed, was denied or timed out"),
     "sweep": Handler(
         "handlers.sweep.handler", "Deadline watch: warn before a deadline, count open, due-soon and overdue requests"

@@ -1,7 +1,9 @@
-"""Task: "Wait for a vendor slot" (logic in core.tasks.park): keep the branch's task token in the vendor's queue.
+"""Task: park a branch on its task token (logic in core.tasks.park and core.tasks.await_callback).
 
-Invoked with {"state", "token"} (`.waitForTaskToken`): what it returns is ignored; the branch resumes when a
-freed slot is handed to it (core/limits.py wakes it) or when its wait times out.
+Invoked with {"state", "token"} (`.waitForTaskToken`) by "Wait for a vendor slot" (the token waits in the vendor's
+queue, core/limits.py) and, with "kind": "callback", by "Await the vendor's callback" (the token waits on the
+job's callback item, core/callbacks.py). What it returns is ignored: the branch resumes when it is woken or when
+its wait times out.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from handlers.observability import job_task
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    token = event.get("token") if isinstance(event, dict) else None
+    event = event if isinstance(event, dict) else {}
+    raw = event.get("token")
+    token = raw if isinstance(raw, str) else None
 
     def park(task: StepState, rt: Runtime) -> dict[str, Any]:
-        return tasks.park(task, rt, token=token if isinstance(token, str) else None)
+        return tasks.park(task, rt, token=token)
 
-    return job_task(park)((event.get("state") if isinstance(event, dict) else None) or {}, context)
+    def await_callback(task: StepState, rt: Runtime) -> dict[str, Any]:
+        return tasks.await_callback(task, rt, token=token)
+
+    step = await_callback if event.get("kind") == "callback" else park
+    return job_task(step)(event.get("state") or {}, context)

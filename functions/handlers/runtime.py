@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from connectors.base import Connector
+    from core.callbacks import Callbacks
     from core.limits import Limits
     from core.operations import Ops
 
@@ -94,6 +95,16 @@ def limits() -> Limits | None:
     return Limits(client("dynamodb"), s.ledger_table, s.vendor_limits, sfn=client("stepfunctions"))
 
 
+def callbacks() -> Callbacks | None:
+    """Vendor callbacks (core/callbacks.py), or None where there is no ledger table."""
+    s = settings()
+    if not s.ledger_table:
+        return None
+    from core.callbacks import Callbacks
+
+    return Callbacks(client("dynamodb"), s.ledger_table, sfn=client("stepfunctions"))
+
+
 def runtime() -> Runtime:
     s = settings()
     return Runtime(
@@ -103,6 +114,8 @@ def runtime() -> Runtime:
         event_bus_name=s.event_bus_name,
         ledger=ledger(),
         limits=limits(),
+        callbacks=callbacks(),
+        callback_base_url=s.callback_base_url,
     )
 
 

@@ -30,6 +30,8 @@ import copy
 import json
 import re
 import secrets
+import threading
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -143,6 +145,7 @@ class QualifioSimulator(Simulator):
         auto_validate: bool = True,
         processing_minutes: float = 30,
         max_open_rules: int | None = None,
+        send_callbacks: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -156,6 +159,11 @@ class QualifioSimulator(Simulator):
         self.max_open_rules = max_open_rules
         self.peak_open = 0
         self.refused_busy = 0
+        # A rule created with a `callBackUrl` gets a GET to it once it finished (Qualifio: "once the archive is
+        # ready"), unless told not to (a vendor whose callback never arrives). `callbacks_sent` counts them.
+        self.send_callbacks = send_callbacks
+        self.callbacks_sent = 0
+        self.callback_answers: list[int] = []
         super().__init__(time_scale=time_scale, faults=faults, host=host, port=port)
         self.profiles: dict[Any, dict[str, Any]] = {}
         for i, customer in enumerate(CUSTOMERS, start=1):
@@ -406,6 +414,30 @@ class QualifioSimulator(Simulator):
             rule.dpo = dpo
         if status == "APPROVED":
             rule.approved_at = rule.status_at
+            if rule.callback_url and self.send_callbacks:
+                delay = self.processing.total_seconds() / self.clock.scale + 0.05
+                timer = threading.Timer(delay, self._call_back, args=(rule.id,))
+                timer.daemon = True
+                timer.start()
+
+    def _call_back(self, rule_id: str) -> None:
+        """The GET to the rule's callBackUrl once it finished (real HTTP, from a thread of its own)."""
+        with self.lock:
+            self._tick()
+            rule = self.rules.get(rule_id)
+            url = rule.callback_url if rule is not None and rule.status == "FINISHED" else None
+        if url is None:
+            return
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:  # the URL dsrflow handed us
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = 0
+        with self.lock:
+            self.callbacks_sent += 1
+            self.callback_answers.append(status)
 
     def _tick(self) -> None:
         """Finish every approved rule whose processing time has passed (vendor time). Caller holds the lock."""

@@ -13,7 +13,19 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-HANDLERS = ("intake", "submit", "check", "collect", "package", "finalize", "approval", "record", "park", "sweep")
+HANDLERS = (
+    "intake",
+    "submit",
+    "check",
+    "collect",
+    "package",
+    "finalize",
+    "approval",
+    "record",
+    "park",
+    "callback",
+    "sweep",
+)
 
 
 def architecture_env_table() -> dict[str, set[str]]:
@@ -194,7 +206,8 @@ KMS_ACTIONS = {
     "finalize": {"kms:Decrypt", "kms:GenerateDataKey"},  # puts the manifest copies; reads the last attempt's
     "approval": {"kms:Decrypt"},  # reads the export's outcome an erase depends on (never request.json)
     "record": {"kms:GenerateDataKey"},
-    "park": set(),  # no S3: its waiter sits in the ledger's table (only with vendorLimits)  # puts a failed or denied action's outcome.json; reads nothing
+    "park": set(),  # no S3: its waiter sits in the ledger's table (only with vendorLimits)
+    "callback": set(),  # no S3: the callback item sits in the ledger's table  # puts a failed or denied action's outcome.json; reads nothing
     "sweep": set(),  # no object: only the ledger's kms:Decrypt through DynamoDB (test_infra_watch.py)
 }
 
@@ -259,6 +272,7 @@ S3_OBJECT_ACTIONS = {
     "approval": {"s3:GetObject": {EXPORT_OUTCOME}},
     "record": {"s3:PutObject": {OUTCOME}},
     "park": {},
+    "callback": {},
     "sweep": {},  # the deadline watch reads the ledger only
 }
 # s3:ListBucket: None = on the bucket without condition (a missing object must answer 404, which the code relies
@@ -388,11 +402,16 @@ def test_state_machine_access_of_intake(synth):
     assert by_action["states:StartExecution"] == {"Ref": sm_id}
     assert by_action["states:SendTaskSuccess"] == by_action["states:SendTaskFailure"] == {"Ref": sm_id}
     assert by_action["states:StopExecution"] == by_action["states:DescribeExecution"]
-    # Only intake answers the approval gate or stops executions.
+    # Only intake answers the approval gate or stops executions; park and callback wake a branch waiting on a
+    # vendor's callback (core/callbacks.py), on this state machine only.
     for name in HANDLERS:
         if name != "intake":
-            actions = {a for s in synth.role_statements(_role_of(synth, name)) for a in synth.actions(s)}
-            assert not {a for a in actions if a.startswith("states:")}, name
+            statements = synth.role_statements(_role_of(synth, name))
+            states = {a for s in statements for a in synth.actions(s) if a.startswith("states:")}
+            assert states == ({"states:SendTaskSuccess"} if name in ("park", "callback") else set()), name
+            for s in statements:
+                if "states:SendTaskSuccess" in synth.actions(s):
+                    assert s["Resource"]["Fn::Join"][1][-1] == ":stateMachine:dsrflow-dev"
     parts = by_action["states:DescribeExecution"]["Fn::Join"][1]
     assert ":execution:" in parts and {"Fn::GetAtt": [sm_id, "Name"]} in parts and parts[-1] == ":*"
 

@@ -59,6 +59,7 @@ def test_suppressions_are_reasoned_scoped_and_documented(synth):
         "AwsSolutions-L1": {"AWS::Lambda::Function"},
         "AwsSolutions-SMG4": {"AWS::SecretsManager::Secret"},
         "AwsSolutions-COG4": {"AWS::ApiGateway::Method"},
+        "AwsSolutions-APIG4": {"AWS::ApiGateway::Method"},
         "AwsSolutions-APIG3": {"AWS::ApiGateway::Stage"},
         "AwsSolutions-SQS3": {"AWS::SQS::Queue"},
     }

@@ -22,7 +22,23 @@ def _routes(synth) -> dict[tuple[str, str], dict]:
     return {
         (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
         for m in synth.resources("AWS::ApiGateway::Method").values()
+        if path(m["Properties"]["ResourceId"]) != CALLBACK  # the vendors' route: test_the_callback_route_*
     }
+
+
+CALLBACK = "/callbacks/{token}"
+
+
+def _callback_method(synth) -> tuple[str, dict]:
+    resources = synth.resources("AWS::ApiGateway::Resource")
+    found = [
+        (lid, m)
+        for lid, m in synth.resources("AWS::ApiGateway::Method").items()
+        if resources.get(m["Properties"]["ResourceId"].get("Ref", ""), {}).get("Properties", {}).get("PathPart")
+        == "{token}"
+    ]
+    assert len(found) == 1
+    return found[0]
 
 
 def _document_operations() -> dict[tuple[str, str], dict]:
@@ -46,11 +62,35 @@ ROUTES = {
 }
 
 
-def test_every_api_method_requires_iam(synth):
+def test_every_api_method_requires_iam_but_the_vendors_callback(synth):
     methods = synth.resources("AWS::ApiGateway::Method")
     assert {m["Properties"]["HttpMethod"] for m in methods.values()} == {"POST", "GET"}
+    callback_id, _ = _callback_method(synth)
     for lid, method in methods.items():
-        assert method["Properties"]["AuthorizationType"] == "AWS_IAM", lid
+        expected = "NONE" if lid == callback_id else "AWS_IAM"
+        assert method["Properties"]["AuthorizationType"] == expected, lid
+
+
+def test_the_callback_route_is_the_callback_functions_alone_throttled_apart(synth):
+    """GET /callbacks/{token}: unsigned (a vendor cannot sign), proxied to the callback function (not intake),
+    the token required, with a throttle lower than the signed routes'."""
+    callback_fn, _ = synth.function("callback")
+    _, method = _callback_method(synth)
+    props = method["Properties"]
+    assert props["HttpMethod"] == "GET" and props["AuthorizationType"] == "NONE"
+    assert props["RequestParameters"] == {"method.request.path.token": True}
+    assert {"Fn::GetAtt": [callback_fn, "Arn"]} in props["Integration"]["Uri"]["Fn::Join"][1]
+    _, stage = synth.one("AWS::ApiGateway::Stage")
+    settings = {s["ResourcePath"]: s for s in stage["Properties"]["MethodSettings"]}
+    own, every = settings["/~1callbacks~1{token}"], settings["/*"]
+    assert own["HttpMethod"] == "GET" and own["DataTraceEnabled"] is False
+    assert own["ThrottlingRateLimit"] < every["ThrottlingRateLimit"]
+    assert own["ThrottlingBurstLimit"] < every["ThrottlingBurstLimit"]
+    # The vendor's URL: this API's stage, /callbacks/, built from the API's id.
+    submit = synth.function("submit")[1]["Properties"]["Environment"]["Variables"]
+    api_id, _ = synth.one("AWS::ApiGateway::RestApi")
+    parts = submit["CALLBACK_BASE_URL"]["Fn::Join"][1]
+    assert {"Ref": api_id} in parts and parts[-1].endswith("/dev/callbacks/")
 
 
 def test_the_api_has_exactly_the_documents_routes_each_proxied_to_intake(synth):
@@ -127,7 +167,7 @@ def test_stage_throttled_traced_and_access_logged(synth):
     log_group = props["AccessLogSetting"]["DestinationArn"]["Fn::Join"][1][-1]["Ref"]
     assert synth.resources("AWS::Logs::LogGroup")[log_group]["Properties"]["RetentionInDays"] == 90
     assert "$context.requestId" in props["AccessLogSetting"]["Format"]
-    (settings,) = props["MethodSettings"]
+    settings = next(s for s in props["MethodSettings"] if s["ResourcePath"] == "/*")
     assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
     assert settings["LoggingLevel"] == "ERROR"
     assert settings["DataTraceEnabled"] is False, "data tracing would log request bodies (personal data)"
@@ -234,9 +274,14 @@ def test_intake_may_be_invoked_by_the_deployed_stage_and_the_crm_rule_only(synth
     permissions = list(synth.resources("AWS::Lambda::Permission").values())
     by_principal: dict[str, list[dict]] = {}
     sweep = {"Fn::GetAtt": [synth.function("sweep")[0], "Arn"]}
+    callback = {"Fn::GetAtt": [synth.function("callback")[0], "Arn"]}
+    callbacks = []
     for permission in permissions:
         props = permission["Properties"]
         if props["FunctionName"] == sweep:  # its hourly schedule only: tests/infra/test_infra_watch.py
+            continue
+        if props["FunctionName"] == callback:  # the vendors' route, from the deployed stage only
+            callbacks.append(props)
             continue
         assert props["FunctionName"] == {"Fn::GetAtt": [intake_id, "Arn"]}, "only intake is invoked from outside"
         assert props["Action"] == "lambda:InvokeFunction"
@@ -250,3 +295,5 @@ def test_intake_may_be_invoked_by_the_deployed_stage_and_the_crm_rule_only(synth
         assert not any(isinstance(p, str) and "test-invoke-stage" in p for p in parts)
     (crm,) = by_principal["events.amazonaws.com"]
     assert crm["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+    (only,) = callbacks
+    assert only["Principal"] == "apigateway.amazonaws.com" and {"Ref": stage_id} in only["SourceArn"]["Fn::Join"][1]

@@ -287,3 +287,23 @@ def test_the_event_counts_are_those_of_a_local_run():
     ]
     # The run ends well (no "Package not built" Pass, no Fail state); its 2 retries are billed on top.
     assert entered == history.execution_transitions(branches, none) - 2
+
+
+def test_awaiting_a_callback_costs_no_more_events_than_polling():
+    """A connector's callback actions are looked at every CALLBACK_FALLBACK at most, plus the look the callback
+    wakes; with the park task in each look that must stay within the polling worst case the budget counts."""
+    from core.history import callback_action_events, callback_checks
+    from core.tasks import CALLBACK_FALLBACK
+
+    r = retries()
+    found = 0
+    for vendor in CONNECTORS:
+        connector = connector_class(vendor)
+        if not getattr(connector, "callbacks", None):
+            continue
+        found += 1
+        waits = OTHER_WAITS.get(vendor, {}).values()
+        polled = history.action_events(worst_case_checks(connector.schedule, waits), r)
+        awaited = callback_action_events(callback_checks(connector.schedule, CALLBACK_FALLBACK), r)
+        assert awaited <= polled, (vendor, awaited, polled)
+    assert found == 1  # Qualifio's exports

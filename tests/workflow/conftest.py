@@ -34,6 +34,7 @@ def local_run(
     approval_mode: str = "auto",
     require_approval: str = "none",
     vendor_limits: dict[str, Any] | None = None,
+    callbacks: bool = False,
 ) -> Iterator[tuple[LocalCloud, dict[str, Any]]]:
     sim_options, creds_override = sim_options or {}, creds_override or {}
     with contextlib.ExitStack() as stack:
@@ -49,6 +50,7 @@ def local_run(
                 approval_mode=approval_mode,
                 require_approval=require_approval,
                 vendor_limits=vendor_limits,
+                callbacks=callbacks,
             )
         )
         yield cloud, sims

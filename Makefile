@@ -26,7 +26,7 @@ ASL_VALIDATOR_VERSION := 4.0.0
 ASL_VALIDATOR_STAMP   := build/asl-validator/.installed-$(ASL_VALIDATOR_VERSION)
 ASL_VALIDATOR         := build/asl-validator/node_modules/.bin/asl-validator
 
-.PHONY: test demo synth bench venv clean lambda-deps cdk-cli deploy bootstrap
+.PHONY: test demo synth bench venv clean lambda-deps functions-asset cdk-cli deploy bootstrap
 
 venv: $(STAMP)
 
@@ -105,10 +105,10 @@ openapi: $(STAMP)
 	$(PY) -m local openapi
 
 # A deployable cloud assembly in cdk.out (add context with CDK_ARGS="-c stage=prod -c vendors=elevate,qualifio").
-synth: $(STAMP) $(LAMBDA_DEPS_STAMP) $(CDK_STAMP)
+synth: $(STAMP) $(LAMBDA_DEPS_STAMP) functions-asset $(CDK_STAMP)
 	$(CDK) synth $(CDK_ARGS)
 
-deploy: $(STAMP) $(LAMBDA_DEPS_STAMP) $(CDK_STAMP)
+deploy: $(STAMP) $(LAMBDA_DEPS_STAMP) functions-asset $(CDK_STAMP)
 	$(CDK) deploy $(CDK_ARGS)
 
 # Once per account and region: CDK_ARGS=aws://123456789012/eu-west-1
@@ -149,6 +149,15 @@ $(LAMBDA_DEPS_STAMP): requirements.txt | $(STAMP)
 	$(LAMBDA_PYTHON_BIN) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
 	  -s $(LAMBDA_DEPS)/python -p /opt/python $(LAMBDA_DEPS)/python
 	touch $@
+
+# The code asset, precompiled like the layer: a copy of functions/ without __pycache__ litter in
+# build/functions-asset, compiled by the Lambda's Python into unchecked-hash .pyc files (-p /var/task), and its
+# stamp (build/functions-asset.sha256, the sources' digest) written last. Phony: infra/code_asset.py compares
+# the sources' digest with the stamp and rebuilds only when they differ (file times would miss a deleted or
+# restored file). infra/config.py ships the copy only while it is current, and refuses a deployable synth
+# without it.
+functions-asset: | $(STAMP)
+	$(PY) -m infra.code_asset --python $(LAMBDA_PYTHON_BIN)
 
 cdk-cli: $(CDK_STAMP)
 

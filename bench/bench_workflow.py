@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 from unittest import mock
 
-from bench import cost
+from bench import cost, pace
 from local.cli import Gatekeeper
 from local.engine import LocalCloud
 from local.simulators import SIMULATORS, simulator_class
@@ -57,6 +57,8 @@ class Figures:
     invocations: list[tuple[str, float]] = field(default_factory=list)  # (role, seconds), every Lambda call
     events: int = 0  # EventBridge events the functions put
     stored_bytes: int = 0  # what the request left in the bucket
+    looks: int = 0  # entries of the check task: looks at a vendor job, every action's
+    s3_by_role: Counter[tuple[str, str]] = field(default_factory=Counter)  # (function role, operation)
 
 
 def run_once(time_scale: float, require_approval: str = "none") -> Figures:
@@ -71,7 +73,7 @@ def run_once(time_scale: float, require_approval: str = "none") -> Figures:
                 {n: s.credentials() for n, s in sims.items()}, time_scale=time_scale, require_approval=require_approval
             )
         )
-        figures.s3_calls = _count_s3_calls()
+        figures.s3_calls, figures.s3_by_role = _count_s3_calls()
         figures.ddb = DynamoMeter.on_handlers(cloud)
         t0 = time.perf_counter()
         accepted = cloud.submit(
@@ -95,6 +97,12 @@ def run_once(time_scale: float, require_approval: str = "none") -> Figures:
         figures.transitions = sum(1 for e in history if e["type"].endswith("StateEntered"))
         figures.history_events = len(history)
         figures.lambda_invocations = sum(1 for e in history if e["type"] == "TaskScheduled")
+        check_state = pace.history.TASKS["check"]
+        figures.looks = sum(
+            1
+            for e in history
+            if e["type"] == "TaskStateEntered" and e.get("stateEnteredEventDetails", {}).get("name") == check_state
+        )
         figures.events = len(cloud.events())
         listed = cloud.client("s3").get_paginator("list_objects_v2").paginate(Bucket=cloud.bucket)
         figures.stored_bytes = sum(o["Size"] for page in listed for o in page.get("Contents", []))
@@ -151,12 +159,14 @@ def _time_invocations(into: list[tuple[str, float]]) -> Any:
     real = engine._dispatch
 
     def timed(backend: Any, function_name: str, *args: Any) -> Any:
+        name = function_name.split(":function:")[-1].split(":")[0].removeprefix(f"{engine.PREFIX}-")
+        _CURRENT.role = name  # the AWS calls it makes are its (the handler runs in this thread)
         t0 = time.perf_counter()
         try:
             return real(backend, function_name, *args)
         finally:
-            name = function_name.split(":function:")[-1].split(":")[0]
-            into.append((name.removeprefix(f"{engine.PREFIX}-"), time.perf_counter() - t0))
+            into.append((name, time.perf_counter() - t0))
+            _CURRENT.role = None
 
     with mock.patch.object(engine, "_dispatch", timed):
         yield
@@ -178,17 +188,27 @@ def usage(f: Figures) -> cost.Usage:
     )
 
 
-def _count_s3_calls() -> Counter[str]:
-    """Count the S3 operations the in-process handlers make (their cached client, handlers.runtime.client)."""
+_CURRENT = threading.local()  # .role: the function whose invocation runs in this thread
+
+
+def _role() -> str:
+    return getattr(_CURRENT, "role", None) or "other"
+
+
+def _count_s3_calls() -> tuple[Counter[str], Counter[tuple[str, str]]]:
+    """Count the S3 operations the in-process handlers make (their cached client, handlers.runtime.client), in
+    all and by (function role, operation)."""
     from handlers.runtime import client
 
     counts: Counter[str] = Counter()
+    by_role: Counter[tuple[str, str]] = Counter()
 
     def count(model: Any, **_: Any) -> None:
         counts[model.name] += 1
+        by_role[(_role(), model.name)] += 1
 
     client("s3").meta.events.register("before-call.s3", count)
-    return counts
+    return counts, by_role
 
 
 # --- DynamoDB: calls and capacity units ---------------------------------------------------------------------
@@ -240,6 +260,8 @@ class DynamoMeter:
         self.index_write_units = 0
         self.read_units = 0.0
         self.largest_item = 0
+        self.units_by_role: Counter[str] = Counter()  # write units (table and indexes) by function role
+        self.read_units_by_role: dict[str, float] = {}
         self._schemas: dict[str, tuple[list[str], list[tuple[str, ...]]]] = {}
 
     @classmethod
@@ -314,6 +336,8 @@ class DynamoMeter:
             self.index_write_units += index_units
             self.read_units += read_units
             self.largest_item = max(self.largest_item, largest)
+            self.units_by_role[_role()] += units + index_units
+            self.read_units_by_role[_role()] = self.read_units_by_role.get(_role(), 0.0) + read_units
 
     def _index_writes(self, table: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> int:
         """A GSI with all attributes projected is written when an item in it changes: a put, a delete, or both
@@ -405,6 +429,63 @@ def worst_cases() -> None:
         print(f"  {vendor:<11} {looks:>12} {plain:>16} {plain * price:>8.4f} {spent:>17} {spent * price:>8.4f}")
 
 
+def paced(f: Figures, vendors: list[str] | None = None) -> tuple[cost.Usage, list[str]]:
+    """The run `f` re-priced at a realistic pace (bench/pace.py): each action looked at as often as its
+    connector's schedule asks over the vendor's documented or assumed duration; and what that table says."""
+    from connectors.registry import connector_class
+
+    cycle = pace.poll_cycle(pace.asl())
+    checks = [seconds for role, seconds in f.invocations if role == "check"]
+    n = max(len(checks), 1)
+    ddb = f.ddb or DynamoMeter(None)
+    per_check = pace.CheckCost(
+        seconds=sum(checks) / n,
+        s3_calls={op: c / n for (role, op), c in f.s3_by_role.items() if role == "check"},
+        ddb_write_units=ddb.units_by_role.get("check", 0) / n,
+        ddb_read_units=ddb.read_units_by_role.get("check", 0.0) / n,
+    )
+    lines = [
+        f"realistic pace: looks per action from each connector's Schedule over the vendor's duration "
+        f"(bench/pace.py DURATIONS); one more look enters {' + '.join(name for name, _ in cycle)} "
+        f"({len(cycle)} transitions, from the ASL)",
+        f"  {'vendor':<11} {'action':<7} {'vendor time':>12} {'looks':>6}  source",
+    ]
+    paced_looks = 0
+    for (vendor, action), took in pace.DURATIONS.items():
+        if vendors is not None and vendor not in vendors:
+            continue
+        looks = pace.looks(connector_class(vendor).schedule, took.vendor_time)
+        paced_looks += looks
+        lines.append(f"  {vendor:<11} {action:<7} {str(took.vendor_time):>12} {looks:>6}  {took.source}")
+    lines.append(
+        f"  looks per request: {f.looks} in the local run, {paced_looks} at pace; a look costs "
+        f"{per_check.seconds * 1000:.0f} ms of check in process, "
+        f"{sum(per_check.s3_calls.values()):.1f} S3 and {per_check.ddb_write_units:.1f} DynamoDB write units"
+    )
+    return pace.at_pace(usage(f), f.looks, paced_looks, cycle, per_check), lines
+
+
+def summary(u: cost.Usage, label: str) -> list[str]:
+    """Per DSR and per cost.PER DSRs: transitions, invocations, GB-seconds, AWS API calls, USD."""
+    tier1, tier2 = cost.s3_requests(u.s3_calls)
+    gbs = cost.gb_seconds(u.invocations)
+    gbs_floor = cost.gb_seconds(u.invocations, cost.CONSERVATIVE_SECONDS)
+    aws_calls = len(u.invocations) + tier1 + tier2 + u.events + u.api_calls
+    usd, usd_floor = cost.total(u), cost.total(u, cost.CONSERVATIVE_SECONDS)
+    per = cost.PER
+    return [
+        f"{label}: per DSR | per {per:,} DSRs",
+        f"  state transitions        {u.transitions:>10} | {u.transitions * per:>12,}",
+        f"  Lambda invocations       {len(u.invocations):>10} | {len(u.invocations) * per:>12,}",
+        f"  Lambda GB-s (in process) {gbs:>10.3f} | {gbs * per:>12,.0f}",
+        f"  Lambda GB-s (>= {cost.CONSERVATIVE_SECONDS:g} s each) {gbs_floor:>6.1f} | {gbs_floor * per:>12,.0f}",
+        f"  AWS API calls            {aws_calls:>10} | {aws_calls * per:>12,}  (Lambda invokes, S3, events, API "
+        "Gateway; DynamoDB below in units)",
+        f"  USD                      {usd:>10.6f} | {usd * per:>12.2f}  ({usd_floor * per:.2f} with Lambda billed "
+        f">= {cost.CONSERVATIVE_SECONDS:g} s each)",
+    ]
+
+
 def main() -> None:
     worst_cases()
     print()
@@ -413,5 +494,11 @@ def main() -> None:
     compare([runs[-1], gated])
     for f in (runs[-1], gated):
         print()
-        for line in cost.report(usage(f), f.label.split(", ", 1)[1]):
+        for line in cost.report(usage(f), f.label.split(", ", 1)[1] + ", as run locally (about one look per action)"):
+            print(line)
+    for f in (runs[-1], gated):
+        print()
+        at_pace, notes = paced(f)
+        label = f.label.split(", ", 1)[1] + ", at a realistic pace"
+        for line in [*notes, *summary(at_pace, label), *cost.report(at_pace, label)]:
             print(line)

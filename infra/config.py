@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
+from infra import code_asset
 from statemachines import ASL_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +96,9 @@ class Config:
     # Vendor callbacks (core/callbacks.py): the unsigned GET /callbacks/{token} and a callBackUrl on the jobs of
     # vendors that offer one (Qualifio's exports); off: every job is polled.
     callbacks: bool = True
+    # What the functions' code asset ships: the precompiled copy of functions/ (`make functions-asset`,
+    # infra/code_asset.py) while it is current, else (a template-only synth) functions/ itself.
+    code_asset_dir: Path = FUNCTIONS_DIR
 
     @property
     def stack_name(self) -> str:
@@ -229,6 +234,8 @@ def load_config(node: Node) -> Config:
         if problem:
             raise DeployConfigError(problem)
 
+    code_dir = _code_asset(node, skip_deps)
+
     retention_days = _int(node, "retentionDays", 30)
     # Three years: roughly how long a data subject or a supervisory authority can still question an answer.
     proof_retention_days = _int(node, "proofRetentionDays", 1095)
@@ -269,6 +276,7 @@ def load_config(node: Node) -> Config:
         controller_text=_controller_text(node),
         vendor_limits=_vendor_limits(node, _vendors(node)),
         callbacks=_bool(node, "callbacks", True),
+        code_asset_dir=code_dir,
     )
 
 
@@ -296,6 +304,26 @@ def _vendor_limits(node: Node, vendors: tuple[str, ...]) -> str:
         {v: limit.model_dump(by_alias=True, exclude_none=True) for v, limit in sorted(parsed.items())},
         separators=(",", ":"),
     )
+
+
+def _code_asset(node: Node, skip_deps: bool) -> Path:
+    """The precompiled code asset (context codeAssetDir, its stamp next to it as <dir>.sha256) if it is the
+    current copy of functions/. A deployable synth refuses a missing or stale one: a Lambda shipped without
+    bytecode compiles every module on every cold start, and a stale copy would deploy old code. A template-only
+    synth (skipLambdaDeps: nothing is deployed) falls back to functions/ and says so."""
+    asset = Path(str(_raw(node, "codeAssetDir", "build/functions-asset")))
+    if not asset.is_absolute():
+        asset = REPO_ROOT / asset
+    problem = code_asset.problem(asset, asset.with_name(asset.name + ".sha256"), FUNCTIONS_DIR)
+    if problem is None:
+        return asset
+    if not skip_deps:
+        raise DeployConfigError(problem)
+    print(
+        f"dsrflow: {problem}. This template-only synth (skipLambdaDeps) ships functions/ without bytecode.",
+        file=sys.stderr,
+    )
+    return FUNCTIONS_DIR
 
 
 def _controller_text(node: Node) -> Path | None:

@@ -227,7 +227,11 @@ class Functions(Construct):
         super().__init__(scope, construct_id)
         self._storage = storage
 
-        code = lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=["**/__pycache__", "**/*.pyc"])
+        # The precompiled copy (infra/code_asset.py) ships its bytecode; functions/ itself only its sources.
+        precompiled = config.code_asset_dir != FUNCTIONS_DIR
+        code = lambda_.Code.from_asset(
+            str(config.code_asset_dir), exclude=[] if precompiled else ["**/__pycache__", "**/*.pyc"]
+        )
         layers: list[lambda_.ILayerVersion] = []
         if not config.skip_lambda_deps:
             layers.append(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from infra import code_asset
 from infra.config import (
+    FUNCTIONS_DIR,
     Config,
     DeployConfigError,
     known_vendors,
@@ -100,10 +103,45 @@ def test_layer_for_the_wrong_abi_is_refused(tmp_path):
         cfg(skipLambdaDeps="false", lambdaDepsDir=str(x86))
 
 
+def _code_asset(tmp_path: Path) -> Path:
+    """A copy of functions/ as `make functions-asset` leaves it: every module with (stand-in) 3.13 bytecode, the
+    stamp last. Compiling for real is tests/unit/test_cold_start.py's."""
+    asset = tmp_path / "functions-asset"
+    for relative in code_asset.source_files(FUNCTIONS_DIR):
+        target = asset / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FUNCTIONS_DIR / relative, target)
+        if relative.suffix == ".py":
+            pyc = target.parent / "__pycache__" / f"{target.stem}.cpython-313.pyc"
+            pyc.parent.mkdir(exist_ok=True)
+            pyc.write_bytes(b"")
+    (tmp_path / "functions-asset.sha256").write_text(code_asset.digest(FUNCTIONS_DIR))
+    return asset
+
+
 def test_layer_built_by_make_for_this_runtime_is_accepted(tmp_path):
     deps = _layer(tmp_path, "_pydantic_core.cpython-313-aarch64-linux-gnu.so")
     assert lambda_deps_problem(deps) is None
-    assert cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps)).lambda_deps_dir == deps
+    c = cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps), codeAssetDir=str(_code_asset(tmp_path)))
+    assert c.lambda_deps_dir == deps
+
+
+def test_a_deployable_synth_ships_the_precompiled_code_asset_and_refuses_a_stale_one(tmp_path):
+    deps = _layer(tmp_path, "_pydantic_core.cpython-313-aarch64-linux-gnu.so")
+    asset = _code_asset(tmp_path)
+    assert cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps), codeAssetDir=str(asset)).code_asset_dir == asset
+    (asset / "handlers" / "record.py").write_text("# an older handler\n")
+    with pytest.raises(DeployConfigError, match=r"stale.*make functions-asset"):
+        cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps), codeAssetDir=str(asset))
+    with pytest.raises(DeployConfigError, match=r"missing.*make functions-asset"):
+        cfg(skipLambdaDeps="false", lambdaDepsDir=str(deps), codeAssetDir=str(tmp_path / "nothing"))
+
+
+def test_a_template_only_synth_falls_back_to_the_sources_and_says_so(tmp_path, capsys):
+    assert cfg(codeAssetDir=str(tmp_path / "nothing")).code_asset_dir == FUNCTIONS_DIR
+    assert "make functions-asset" in capsys.readouterr().err
+    asset = _code_asset(tmp_path)
+    assert cfg(codeAssetDir=str(asset)).code_asset_dir == asset  # current: shipped here too
 
 
 def test_makefile_builds_the_layer_for_the_runtime_infra_declares():

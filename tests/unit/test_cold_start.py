@@ -118,3 +118,99 @@ def test_a_handler_imports_only_what_it_uses(name: str) -> None:
     assert not unexpected, f"handlers.{name} imports {unexpected} at module level; it never uses them"
     if name in VENDOR_TASKS:  # every call builds a connector: loaded at init, not in the first call
         assert {"connectors.registry", "core.secrets"} <= loaded
+
+
+# --- the code asset, precompiled (infra/code_asset.py, `make functions-asset`) -----------------------------
+
+
+def _lambda_python() -> str | None:
+    from bench.bench_cold_start import lambda_python
+
+    return lambda_python()
+
+
+def test_synth_and_deploy_depend_on_the_precompiled_code_asset() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("synth", "deploy"):
+        line = next(x for x in makefile.splitlines() if x.startswith(f"{target}:"))
+        assert "functions-asset" in line.split(":", 1)[1].split(), line
+    recipe = makefile.split("\nfunctions-asset:", 1)[1].split("\n\n", 1)[0]
+    assert "-m infra.code_asset --python $(LAMBDA_PYTHON_BIN)" in recipe
+
+
+def test_the_code_asset_python_is_the_lambdas() -> None:
+    from infra import code_asset
+
+    config = (ROOT / "infra" / "config.py").read_text()
+    assert f'LAMBDA_PYTHON = "{code_asset.LAMBDA_PYTHON}"' in config
+
+
+def _source(tmp_path: Path) -> Path:
+    source = tmp_path / "functions"
+    (source / "pkg" / "__pycache__").mkdir(parents=True)
+    (source / "pkg" / "__init__.py").write_text("")
+    (source / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    (source / "pkg" / "data.txt").write_text("kept")
+    (source / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"litter")  # another Python's
+    (source / "pkg" / "stray.pyc").write_bytes(b"litter")
+    return source
+
+
+def test_the_code_asset_is_built_without_litter_and_with_unchecked_hash_bytecode(tmp_path: Path) -> None:
+    from infra import code_asset
+
+    python = _lambda_python()
+    if python is None:
+        pytest.skip(f"no Python {LAMBDA_PYTHON} interpreter on this machine")
+    source, asset, stamp = _source(tmp_path), tmp_path / "asset", tmp_path / "asset.sha256"
+    assert code_asset.problem(asset, stamp, source) is not None  # nothing built yet
+    assert code_asset.build(python, source, asset, stamp) is True
+    assert code_asset.problem(asset, stamp, source) is None
+    files = sorted(p.relative_to(asset).as_posix() for p in asset.rglob("*") if p.is_file())
+    assert files == [
+        "pkg/__init__.py",
+        "pkg/__pycache__/__init__.cpython-313.pyc",
+        "pkg/__pycache__/mod.cpython-313.pyc",
+        "pkg/data.txt",
+        "pkg/mod.py",
+    ]
+    # PEP 552: flags 0b01 = hash-based, not checked against the source (the zip keeps no file times).
+    header = (asset / "pkg" / "__pycache__" / "mod.cpython-313.pyc").read_bytes()[:8]
+    assert int.from_bytes(header[4:8], "little") == 0b01
+    assert code_asset.build(python, source, asset, stamp) is False, "rebuilt although nothing changed"
+
+    # A change to the code makes the copy stale (never shipped), and the next build brings it in.
+    before = code_asset.digest(asset)
+    (source / "pkg" / "mod.py").write_text("VALUE = 2\n")
+    problem = code_asset.problem(asset, stamp, source)
+    assert problem is not None and "stale" in problem and "make functions-asset" in problem
+    assert code_asset.build(python, source, asset, stamp) is True
+    assert code_asset.problem(asset, stamp, source) is None and code_asset.digest(asset) != before
+    assert (asset / "pkg" / "mod.py").read_text() == "VALUE = 2\n"
+
+    # A file removed from the code is removed from the asset too.
+    (source / "pkg" / "data.txt").unlink()
+    assert code_asset.problem(asset, stamp, source) is not None
+    code_asset.build(python, source, asset, stamp)
+    assert not (asset / "pkg" / "data.txt").exists()
+
+
+def test_a_copy_without_bytecode_or_edited_by_hand_is_not_current(tmp_path: Path) -> None:
+    from infra import code_asset
+
+    source, asset, stamp = _source(tmp_path), tmp_path / "asset", tmp_path / "asset.sha256"
+    shutil.copytree(source, asset, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    stamp.write_text(code_asset.digest(source))
+    problem = code_asset.problem(asset, stamp, source)
+    assert problem is not None and "without bytecode" in problem
+    (asset / "pkg" / "mod.py").write_text("VALUE = 3\n")  # the stamp says current, the copy is not
+    assert "stale" in (code_asset.problem(asset, stamp, source) or "")
+
+
+def test_without_the_lambdas_python_the_code_asset_is_not_built(tmp_path: Path) -> None:
+    from infra import code_asset
+
+    source, asset, stamp = _source(tmp_path), tmp_path / "asset", tmp_path / "asset.sha256"
+    with pytest.raises(SystemExit, match=f"no Python {LAMBDA_PYTHON} interpreter"):
+        code_asset.build("/nonexistent/python3.13", source, asset, stamp)
+    assert not asset.exists() and not stamp.exists()

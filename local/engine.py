@@ -16,6 +16,7 @@ what the ASL Retry/Catch match on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import io
@@ -114,6 +115,119 @@ def _dispatch(backend: Any, function_name: str, qualifier: str | None, body: Any
         # The function ran (the vendor may have acted); the caller only sees the service failing.
         raise _lambda_api_error(queued.pop(0))
     return json.dumps(result).encode()
+
+
+# --- executions: how many run at once -------------------------------------------------------------------
+# moto runs each execution in threads of its own, counted on this state machine (tests/unit/test_execution_gate.py
+# keeps the count): the execution; its program; the vendor Map's timeout watch; and per vendor branch running
+# (up to the Map's MaxConcurrency) the branch's iteration worker and its program, the action Map's timeout
+# watch, the action's iteration worker and its program, and the watch of the Task state it is in. Wait states
+# and Retry intervals sleep in those threads. A Task's vendor call adds the HTTP client's deadline timer
+# (functions/core/http.py) and, on a simulator, the server's thread for the connection. With nothing to hold
+# them, N requests at once were N x 27 threads and moto's state for all of them (issue 11: over 4,000 threads
+# and 4-7 GB at N=200), and every execution's steps waited for the CPU behind everyone else's.
+MAX_RUNNING_EXECUTIONS = 24
+MAP_CONCURRENCY = 10  # the vendor Map's MaxConcurrency (statemachines/dsr.asl.json)
+POOLED_CONNECTIONS = 10  # requests' default pool_maxsize: idle keep-alive connections kept per vendor host
+
+
+def threads_per_execution(vendors: int) -> int:
+    """The most threads one running execution of the DSR state machine uses with `vendors` vendors: 3 for
+    the execution, its program and the vendor Map's watch; 8 per vendor branch running at once (two
+    iteration workers and their programs, the action Map's and the Task's watches, the HTTP deadline timer,
+    the simulator's connection thread)."""
+    return 3 + 8 * min(vendors, MAP_CONCURRENCY)
+
+
+class ExecutionGate:
+    """At most `limit` executions run at once; StartExecution beyond that queues them, oldest first.
+
+    A queued execution has been accepted (StartExecution answered, its status RUNNING) and has not begun: its
+    history is still empty, as when Step Functions has not yet run its first state. It starts when a running
+    one ends. Nothing of the ASL changes: the same states run in the same order, only later. Vendor jobs are
+    submitted from inside the execution, so a queued request has no vendor clock running yet.
+    """
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("the execution limit must be at least 1")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._running = 0
+        self._queue: collections.deque[Any] = collections.deque()
+        self.peak_running = 0
+        self.peak_queued = 0
+
+    def start(self, worker: Any) -> None:
+        """Replaces moto's ExecutionWorker.start: run the worker now, or queue it."""
+        with self._lock:
+            if self._running >= self.limit:
+                self._queue.append(worker)
+                self.peak_queued = max(self.peak_queued, len(self._queue))
+                return
+            self._running += 1
+            self.peak_running = max(self.peak_running, self._running)
+        self._launch(worker)
+
+    def stop(self, worker: Any, stop_date: Any, error: str | None, cause: str | None) -> bool:
+        """StopExecution on a queued execution: it leaves the queue ABORTED without running. False when the
+        worker is not queued (it runs: moto stops it)."""
+        with self._lock:
+            try:
+                self._queue.remove(worker)
+            except ValueError:
+                return False
+        worker.env = worker._get_evaluation_environment()
+        worker.env.set_stop(stop_date=stop_date, cause=cause, error=error)
+        worker._execution_communication.terminated()
+        return True
+
+    def drop_queued(self) -> int:
+        """Forget the executions still queued (the LocalCloud is closing); how many there were."""
+        with self._lock:
+            dropped = len(self._queue)
+            self._queue.clear()
+            return dropped
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _launch(self, worker: Any) -> None:
+        def run() -> None:
+            try:
+                worker._execution_logic()
+            finally:
+                self._finished()
+
+        threading.Thread(target=run, name="sfn-execution", daemon=True).start()
+
+    def _finished(self) -> None:
+        from moto.stepfunctions.parser.utils import TMP_THREADS
+
+        # moto keeps every thread it started in this list, for good: let the finished ones go.
+        TMP_THREADS[:] = [t for t in TMP_THREADS if t.is_alive()]
+        with self._lock:
+            if not self._queue:
+                self._running -= 1
+                return
+            following = self._queue.popleft()
+        self._launch(following)
+
+
+_GATE: ExecutionGate | None = None  # the running LocalCloud's (one at a time, like the rest of moto's state)
+
+
+def _gated_start(worker: Any) -> None:
+    assert _GATE is not None, "an execution started outside a LocalCloud"
+    _GATE.start(worker)
+
+
+def _gated_stop(worker: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+    if _GATE is not None and _GATE.stop(worker, stop_date, error, cause):
+        return
+    worker.env.set_stop(stop_date=stop_date, cause=cause, error=error)
 
 
 def substitute(asl: str, values: dict[str, str]) -> str:
@@ -250,8 +364,10 @@ class LocalCloud:
         require_approval: str = "none",
         vendor_limits: dict[str, Any] | None = None,
         callbacks: bool = False,
+        max_running_executions: int = MAX_RUNNING_EXECUTIONS,
     ):
-        """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS."""
+        """`vendors`: {name: credentials JSON}, exactly what each vendor's secret holds in AWS.
+        `max_running_executions`: executions started beyond it wait for one to end (ExecutionGate)."""
         self.vendors = vendors
         self.approval_mode = approval_mode
         self.require_approval = require_approval  # dsrflow's approval gate: none, erase, all
@@ -267,12 +383,14 @@ class LocalCloud:
         self.functions: dict[str, str] = {}
         self.secrets: dict[str, str] = {}
         self._events: list[dict[str, Any]] = []  # every dsrflow event delivered so far (events())
+        self.gate = ExecutionGate(max_running_executions)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalCloud:
         import moto
         from moto import mock_aws
         from moto.awslambda.models import LambdaBackend
+        from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
         if moto.__version__ != MOTO_VERSION:
             raise RuntimeError(f"local engine is pinned to moto {MOTO_VERSION}, found {moto.__version__}")
@@ -288,6 +406,10 @@ class LocalCloud:
         }
         self._patches.append(mock.patch.dict(os.environ, env))
         self._patches.append(mock.patch.object(LambdaBackend, "invoke", _dispatch))
+        self._patches.append(mock.patch.object(ExecutionWorker, "start", _gated_start))
+        self._patches.append(mock.patch.object(ExecutionWorker, "stop", _gated_stop))
+        global _GATE
+        _GATE = self.gate
         for p in self._patches:
             p.start()
         # Default Lambda backend (not "use_docker: False", whose LambdaSimpleBackend overrides invoke again).
@@ -301,11 +423,15 @@ class LocalCloud:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        global _GATE
         _LAMBDA_FAULTS.clear()
         if self._callback_server is not None:
             self._callback_server.shutdown()
             self._callback_server.server_close()
             self._callback_server = None
+        self.gate.drop_queued()
+        if _GATE is self.gate:
+            _GATE = None
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -454,6 +580,16 @@ class LocalCloud:
         from core.ledger import Ledger
 
         return Ledger(self.client("dynamodb"), self.ledger_table)
+
+    @property
+    def max_running_executions(self) -> int:
+        return self.gate.limit
+
+    def thread_bound(self) -> int:
+        """The most threads the engine's executions use at once (the gate's limit x threads_per_execution),
+        plus, per vendor simulator, its server thread and one per idle pooled connection."""
+        vendors = len(self.vendors)
+        return self.gate.limit * threads_per_execution(vendors) + vendors * (1 + POOLED_CONNECTIONS)
 
     # --- using it ------------------------------------------------------------------------------------
     def inject_lambda_error(self, role: str, code: str = "ServiceException", times: int = 1) -> None:

@@ -568,7 +568,7 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
     with _vendor_words(rt, task, "check", ctx):
         # Deadlines are the connector's call: a job that finished late is still collected.
         try:
-            progress = connector.check(job, ctx)
+            progress = connector.check(judged_when_due(job, ctx.now), ctx)
         except VendorBusy:
             # Our own pace: nothing was asked; look again at the schedule's next look (a check is read-only, so it
             # is safe to repeat, and the job is never looked at more often than its Schedule allows).
@@ -590,11 +590,35 @@ def check(task: StepState, rt: Runtime) -> dict[str, Any]:
             own += "; the job's deadline was the request's GDPR deadline: extend it, then retry the request"
         progress = progress.model_copy(update={"reason": f"{task.vendor} check: {own}", "error": error})
     if progress.status in ("pending", "needs_approval"):
-        next_at = max(progress.next_check_at or ctx.now, ctx.now)
+        # Never past the job's own deadline (the connector saw the deadline judged_when_due moved): a look
+        # that was due in time but ran late is followed at once by one judged at the real time.
+        next_at = max(min(progress.next_check_at or ctx.now, job.deadline_at), ctx.now)
         if isinstance(job.state.get(CALLBACK), str):
             next_at = _callback_look(job, next_at, ctx.now)
         job = job.model_copy(update={"next_check_at": next_at})
     return _recorded(rt, task, "checked", _with_job(task, job, progress, ctx.now, request), request)
+
+
+def judged_when_due(job: Job, now: datetime) -> Job:
+    """The job as the connector judges it at `now`: a look its schedule placed before the deadline is judged
+    at the time it was placed for, however late it runs.
+
+    The connectors fail a job that is unfinished past its deadline (`ctx.now > job.deadline_at`). What a
+    vendor says is read at `now` (a status that was pending at the due time may be done since: it is
+    collected), but the lateness between the due time (`job.next_check_at`, what the Wait state waited for)
+    and `now` is the workflow's, not the vendor's: a look due before the deadline is not failed for it. The
+    deadline is moved on by that lateness for this one judgement, never stored (the job keeps its own), and
+    `check` puts the next look no later than the real deadline, so a vendor still pending there is failed at
+    the next look. The look placed at the deadline itself is judged at `now`, as before.
+
+    On AWS the lateness is the Wait's rounding to whole seconds and the Task's retries. Locally it is the
+    engine being busy: at 86,400x a vendor week is 7 real seconds, and with 200 requests at once a step can
+    wait longer than that for the CPU (docs/LIMITS.md, "Deadlines at a local time scale").
+    """
+    due = job.next_check_at
+    if not (due < job.deadline_at < now):
+        return job
+    return job.model_copy(update={"deadline_at": job.deadline_at + (now - due)})
 
 
 def _archive_prefix(task: StepState) -> str:

@@ -35,7 +35,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,6 +180,12 @@ class BloomreachSimulator(Simulator):
             self._fail_next.setdefault(path_suffix, []).extend(
                 [list(errors or ["Internal error, please try again later"])] * times
             )
+
+    def seed(self, customers: Iterable[Customer]) -> None:
+        """Hold records for these customers too (besides data.CUSTOMERS)."""
+        with self.lock:
+            for c in customers:
+                self.records.append(_seeded(c, len(self.records) + 1))
 
     def record_of(self, customer: Customer) -> dict[str, Any]:
         """A copy of what the vendor holds now for a seeded customer (found even after anonymization)."""

@@ -67,6 +67,12 @@ SAMPLE = CUSTOMERS[0]
 UNKNOWN_EMAIL = "nobody@example.com"
 
 
+def many_customers(count: int) -> tuple[Customer, ...]:
+    """`count` more customers, each its own subject (bench/bench_scale.py): the same ids on every run, none of
+    them one of CUSTOMERS. A simulator knows them once given to its `seed`."""
+    return tuple(_customer(1000 + i, "Subject", f"Number{i}") for i in range(1, count + 1))
+
+
 def by_customer_key(key: str) -> Customer | None:
     """Elevate accepts the visitor id or the SHA-256 of the customer id."""
     for c in CUSTOMERS:

@@ -38,6 +38,7 @@ import base64
 import hmac
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
@@ -105,6 +106,7 @@ class ElevateSimulator(Simulator):
         self.created_jobs: list[SimJob] = []  # every job ever created, downloaded (forgotten) ones included
         self.download_override: bytes | None = None  # served instead of the built archive when set
         self.removed: set[str] = set()  # Customer.registered of customers whose data a removal job erased
+        self.seeded: dict[str, data.Customer] = {}  # customers given to `seed`, by visitor id and customer key
 
     def routes(self):
         return [
@@ -124,6 +126,15 @@ class ElevateSimulator(Simulator):
         return creds
 
     # --- test controls ------------------------------------------------------------------------------
+    def seed(self, customers: Iterable[data.Customer]) -> None:
+        """Hold data for these customers too (besides data.CUSTOMERS)."""
+        with self.lock:
+            for c in customers:
+                self.seeded[c.visitor_key] = self.seeded[c.customer_key] = c
+
+    def _customer(self, key: str) -> data.Customer | None:
+        return self.seeded.get(key) or data.by_customer_key(key)
+
     def fail_job(self, jid: str) -> None:
         """Force a job into `error` (the newer API generation's failed state)."""
         self.force_status(jid, "error")
@@ -242,7 +253,7 @@ class ElevateSimulator(Simulator):
         if now < done_at:
             return "running"
         if job.kind == "remove" and not job.applied:
-            customer = data.by_customer_key(job.customer_key)
+            customer = self._customer(job.customer_key)
             if customer is not None:
                 self.removed.add(customer.registered)
             job.applied = True
@@ -253,7 +264,7 @@ class ElevateSimulator(Simulator):
             self.jobs.pop(jid, None)
 
     def _archive(self, customer_key: str) -> bytes:
-        customer = data.by_customer_key(customer_key)
+        customer = self._customer(customer_key)
         self._apply_finished_removals()
         if customer is None or customer.registered in self.removed or not customer.events:
             return zip_bytes({"empty.txt": b""})

@@ -32,6 +32,7 @@ import re
 import secrets
 import threading
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -194,6 +195,14 @@ class QualifioSimulator(Simulator):
         ]
 
     # --- helpers for tests and the demo -------------------------------------------------------------
+
+    def seed(self, customers: Iterable[Customer]) -> None:
+        """Hold profiles for these customers too (besides data.CUSTOMERS), one participation each."""
+        with self.lock:
+            first = 1 + max((int(pid) - 700000) // 10 for pid in self.profiles) if self.profiles else 1
+            for i, customer in enumerate(customers, start=first):
+                for profile in _profiles_for(i, customer):
+                    self.profiles[profile["id"]] = profile
 
     def approve(self, rule_id: str) -> None:
         """A human DPO validating the rule in the Qualifio back office."""

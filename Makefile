@@ -47,7 +47,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # the two lists hold every test folder.
 TESTS_PARALLEL := tests/unit tests/infra tests/contract
 TESTS_TIMED    := tests/workflow tests/faults
-test: $(STAMP) $(CDK_STAMP)
+# tests/infra synthesizes deployable stacks, which ship the precompiled code asset: it is built first (well
+# under a second; it needs the Lambda's Python, see LAMBDA_PYTHON_BIN).
+test: $(STAMP) $(CDK_STAMP) functions-asset
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -n 2 $(TESTS_PARALLEL)
 	$(PY) -m pytest $(TESTS_TIMED)

@@ -148,19 +148,27 @@ def test_environment_values(synth):
         assert synth.function(name)[1]["Properties"]["Environment"]["Variables"]["SECRETS_MAX_AGE"] == "300"
 
 
-def test_code_asset_is_the_functions_folder_without_bytecode(synth):
+def test_code_asset_is_the_functions_folder_precompiled(synth):
+    """The staged code asset is functions/ (no stray bytecode of the machine that built it) plus one
+    unchecked-hash .pyc per module for the Lambda's Python (make functions-asset, infra/code_asset.py)."""
+    from infra.config import LAMBDA_PYTHON
+
     _, fn = synth.function("intake")
     asset = synth.outdir / f"asset.{fn['Properties']['Code']['S3Key'].removesuffix('.zip')}"
     assert asset.is_dir(), f"staged asset {asset} not found"
     staged = {p.relative_to(asset) for p in asset.rglob("*") if p.is_file()}
-    assert not [p for p in staged if "__pycache__" in p.parts or p.suffix == ".pyc"]
+    tag = f"cpython-{LAMBDA_PYTHON.replace('.', '')}"
     source = {
         p.relative_to(REPO_ROOT / "functions")
         for p in (REPO_ROOT / "functions").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and ".mypy_cache" not in p.parts
     }
+    compiled = {p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc" for p in source if p.suffix == ".py"}
     assert Path("templates", "controller.txt") in staged  # the access package's default controller text
-    assert staged == source
+    assert staged == source | compiled
+    for pyc in compiled:
+        flags = int.from_bytes((asset / pyc).read_bytes()[4:8], "little")
+        assert flags == 0b01, f"{pyc}: not an unchecked-hash .pyc (flags {flags})"  # hash-based, not checked
     assert all(Path("handlers", f"{h}.py") in staged for h in HANDLERS)
 
 

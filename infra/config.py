@@ -89,6 +89,8 @@ class Config:
     package_url_seconds: int = 3600
     # The deployer's text about the controller for the access package (a UTF-8 file), else the bundled default.
     controller_text: Path | None = None
+    # Bulk intake: child executions (= request starts) in flight per batch (context bulkMaxConcurrency).
+    bulk_max_concurrency: int = 10
 
     @property
     def stack_name(self) -> str:
@@ -262,6 +264,7 @@ def load_config(node: Node) -> Config:
         lambda_deps_dir=deps_dir,
         package_url_seconds=package_url_seconds,
         controller_text=_controller_text(node),
+        bulk_max_concurrency=min(_int(node, "bulkMaxConcurrency", 10), 1000),
     )
 
 

@@ -30,6 +30,11 @@ class Settings(BaseModel):
     # deployer's text about the controller (a file in a layer; empty: the bundled neutral template).
     package_read_mb: int = Field(default=8, ge=1, le=256)
     controller_text_file: str | None = None
+    # Bulk intake (core/bulk.py): the bulk state machine, the KMS HMAC key request and batch ids are derived
+    # with, and the rate (child executions in flight per batch).
+    bulk_state_machine_arn: str | None = None
+    bulk_mac_key_id: str | None = None
+    bulk_max_concurrency: int = Field(default=10, ge=1, le=1000)
 
 
 _ENV = {
@@ -46,6 +51,9 @@ _ENV = {
     "package_url_seconds": "PACKAGE_URL_SECONDS",
     "package_read_mb": "PACKAGE_READ_MB",
     "controller_text_file": "CONTROLLER_TEXT_FILE",
+    "bulk_state_machine_arn": "BULK_STATE_MACHINE_ARN",
+    "bulk_mac_key_id": "BULK_MAC_KEY_ID",
+    "bulk_max_concurrency": "BULK_MAX_CONCURRENCY",
 }
 
 

@@ -99,6 +99,8 @@ class Config:
     # What the functions' code asset ships: the precompiled copy of functions/ (`make functions-asset`,
     # infra/code_asset.py) while it is current, else (a template-only synth) functions/ itself.
     code_asset_dir: Path = FUNCTIONS_DIR
+    # Bulk intake: child executions (= request starts) in flight per batch (context bulkMaxConcurrency).
+    bulk_max_concurrency: int = 10
 
     @property
     def stack_name(self) -> str:
@@ -277,6 +279,7 @@ def load_config(node: Node) -> Config:
         vendor_limits=_vendor_limits(node, _vendors(node)),
         callbacks=_bool(node, "callbacks", True),
         code_asset_dir=code_dir,
+        bulk_max_concurrency=min(_int(node, "bulkMaxConcurrency", 10), 1000),
     )
 
 

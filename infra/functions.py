@@ -78,15 +78,18 @@ SIZING: dict[str, Sizing] = {
     "park": Sizing(256, Duration.minutes(1)),  # a waiter put, a Query of its vendor's queue, maybe a wake-up
     "callback": Sizing(256, Duration.seconds(10)),  # one conditional update, maybe a wake-up: a vendor waits on it
     "sweep": Sizing(256, Duration.minutes(2)),  # one Query over the open requests, a write and an event per warning
+    # Bulk intake: index up to 5 MiB, or read back up to 10,000 rows (16 at a time) and write the result file.
+    "bulk": Sizing(1024, Duration.minutes(10)),
+    "bulk_item": Sizing(512, Duration.minutes(1)),  # one line: what POST /requests does
 }
 SPECS: dict[str, Spec] = {
     name: Spec(h.handler, SIZING[name].memory_mb, SIZING[name].timeout, h.description, SIZING[name].ephemeral_mb)
     for name, h in HANDLERS.items()
 }
-VENDOR_FACING = ("intake", "submit", "check", "collect")  # get VENDOR_SECRETS (intake: the enabled list)
+VENDOR_FACING = ("intake", "submit", "check", "collect", "bulk_item")  # get VENDOR_SECRETS (intake: the enabled list)
 SECRET_READERS = ("submit", "check", "collect")  # build connectors: read the credentials themselves
 # Put dsrflow events on the CRM's bus (EVENT_BUS_NAME, events:PutEvents; catalog in core/events.py).
-EVENT_SENDERS = ("intake", "approval", "finalize", "sweep")
+EVENT_SENDERS = ("intake", "approval", "finalize", "sweep", "bulk_item")
 
 
 # --- what each handler does with the archive bucket --------------------------------------------------------
@@ -106,6 +109,13 @@ VENDOR_SAID_PREFIX = f"{REQUESTS_PREFIX}*/*/*/vendor-said/"  # what finalize lis
 ACTION_FOLDERS = (f"{REQUESTS_PREFIX}*/*/export/*", f"{REQUESTS_PREFIX}*/*/erase/*")
 EXPORT_FOLDER = f"{REQUESTS_PREFIX}*/*/export/*"  # an export's archives (what the access package unpacks)
 PACKAGE = f"{REQUESTS_PREFIX}*/package/*"  # the access package (core.store.package_key)
+# Bulk intake (core/bulk.py): a batch id holds no "/", a dropped file's name may.
+BULK_INCOMING = "bulk/incoming/*"
+BULK_API = "bulk/api/*"
+BULK_INDEX = "bulk/work/*/index.json"
+BULK_ROWS = "bulk/work/*/rows/*"
+BULK_ROWS_PREFIX = "bulk/work/*/rows/"
+BULK_RESULT = "bulk/results/*"
 
 
 # What each handler does with the request ledger (functions/core/ledger.py): intake puts the request item and
@@ -125,6 +135,8 @@ LEDGER_ACTIONS: dict[str, tuple[str, ...]] = {
     "record": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),  # GetItem: a denial's gate
     "finalize": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "sweep": ("dynamodb:Query", "dynamodb:UpdateItem"),
+    # Bulk intake, one line: what POST /requests writes (the request item, its first audit event, started).
+    "bulk_item": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
 }
 # Where each function's dynamodb:Query may go: "table" is one request's items (its audit trail, its open
 # approval gates: always by pk), the others are the indexes' ARNs. Nobody scans.
@@ -178,7 +190,8 @@ S3_ACCESS: dict[str, S3Access] = {
     # GET /requests/{id}/package: HEAD the package, and sign the link to it (a presigned GET is this role's).
     "intake": S3Access(
         get=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST, OUTCOME, SUBMISSION, PACKAGE),
-        put=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST),
+        # POST /requests/bulk: the body, under bulk/api/ (no trigger there).
+        put=(REQUEST, MANIFEST, PROOF_MANIFEST, ATTEMPT_MANIFEST, BULK_API),
     ),
     # The subject, the export's outcome (erase waits for a verified export), the submission record (read,
     # then written before the vendor call), the vendor's words.
@@ -210,6 +223,16 @@ S3_ACCESS: dict[str, S3Access] = {
     "approval": S3Access(get=(EXPORT_OUTCOME,)),
     # The failed/denied action's outcome.json; the vendor-said keys it points to are listed.
     "record": S3Access(put=(OUTCOME,), list_prefixes=(VENDOR_SAID_PREFIX,)),
+    # Bulk intake (core/bulk.py). The coordinator: the batch file (a drop or the API's body), the line index
+    # (written, read back), the rows (listed and read), the result file. Never requests/.
+    "bulk": S3Access(
+        get=(BULK_INCOMING, BULK_API, BULK_INDEX, BULK_ROWS),
+        put=(BULK_INDEX, BULK_RESULT),
+        list_prefixes=(BULK_ROWS_PREFIX,),
+    ),
+    # One line: its byte range of the batch file, then what POST /requests does (request.json once, read back
+    # for a duplicate), and its row.
+    "bulk_item": S3Access(get=(BULK_INCOMING, BULK_API, REQUEST), put=(REQUEST, BULK_ROWS)),
 }
 
 
@@ -268,6 +291,8 @@ class Functions(Construct):
             if name in SECRET_READERS:  # the functions that build connectors
                 env["SECRETS_MAX_AGE"] = str(SECRETS_MAX_AGE)
                 env["APPROVAL_MODE"] = config.approval_mode
+            if name == "bulk_item":
+                env["REQUIRE_APPROVAL"] = config.require_approval  # as intake: each execution's approval gate
             if name == "intake":
                 env["REQUIRE_APPROVAL"] = config.require_approval  # each execution's approval gate
                 env["PACKAGE_URL_SECONDS"] = str(config.package_url_seconds)

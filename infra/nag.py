@@ -64,6 +64,15 @@ DLQ = (
     "destination); a DLQ of a DLQ would only move the same messages. Its depth is alarmed."
 )
 
+BULK_CHILDREN = (
+    "A Distributed Map runs its children as executions of its own state machine: states:DescribeExecution and "
+    "states:StopExecution on the bulk state machine's executions only, whose names are created at run time."
+)
+BULK_INDEX_OBJECTS = (
+    "The Distributed Map's ItemReader reads one batch's line index (bulk/work/<batch id>/index.json); the "
+    "wildcard is the batch id, created at run time."
+)
+
 
 def _object_patterns(access: S3Access) -> RegexAppliesTo:
     """Exactly the object key patterns one function is granted, as cdk-nag names them
@@ -96,6 +105,22 @@ def apply_suppressions(stack: DsrflowStack) -> None:
 
     NagSuppressions.add_resource_suppressions(
         stack.workflow.state_machine.role, [_iam5(XRAY, "Resource::*")], apply_to_children=True
+    )
+
+    NagSuppressions.add_resource_suppressions(
+        stack.bulk.state_machine.role,
+        [
+            _iam5(XRAY, "Resource::*"),
+            _iam5(
+                BULK_CHILDREN,
+                f"Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{stack.bulk.state_machine_name}:*",
+            ),
+            _iam5(
+                BULK_INDEX_OBJECTS,
+                RegexAppliesTo(regex=r"/^Resource::<StorageArchive[A-F0-9]+\.Arn>\/bulk\/work\/\*\/index\.json$/g"),
+            ),
+        ],
+        apply_to_children=True,
     )
 
     NagSuppressions.add_resource_suppressions(

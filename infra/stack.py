@@ -5,6 +5,7 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
 from constructs import Construct
 
+from infra.bulk import Bulk
 from infra.config import STATE_MACHINE_FILE, Config, log_retention
 from infra.dashboard import Dashboard
 from infra.functions import Functions
@@ -61,6 +62,18 @@ class DsrflowStack(Stack):
         )
         self.functions.connect_workflow(self.workflow.state_machine)
         self.functions.connect_limits(self.ledger.table, state_machine_name(config.stage), config.vendor_limits)
+        self.bulk = Bulk(
+            self,
+            "Bulk",
+            stage=config.stage,
+            functions=fns,
+            bucket=self.storage.bucket,
+            key=self.storage.key,
+            dsr_state_machine=self.workflow.state_machine,
+            max_concurrency=config.bulk_max_concurrency,
+            log_retention=log_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
         self.triggers = Triggers(
             self,
             "Triggers",
@@ -99,6 +112,12 @@ class DsrflowStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.triggers.api.url, description="POST /requests, GET /requests/{id}")
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
+        CfnOutput(
+            self,
+            "BulkStateMachineArn",
+            value=self.bulk.state_machine_arn,
+            description="bulk intake: put JSON Lines under bulk/incoming/, or POST /requests/bulk",
+        )
         CfnOutput(self, "ArchiveBucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "ArchiveKeyArn", value=self.storage.key.key_arn)
         CfnOutput(self, "LedgerTableName", value=self.ledger.table.table_name, description="the request ledger")

@@ -10,6 +10,8 @@ from constructs import Construct
 REQUESTS_PREFIX = "requests/"
 # Manifests only (no personal data): the proof that a request was answered, kept longer than the data.
 PROOF_PREFIX = "proof/"
+# Bulk intake's files (core/bulk.py): the batches hold emails; they expire with the request data.
+BULK_PREFIX = "bulk/"
 
 
 class Storage(Construct):
@@ -81,6 +83,13 @@ class Storage(Construct):
                     expiration=Duration.days(retention_days),
                     noncurrent_version_expiration=Duration.days(noncurrent_version_days),
                     # An archive that failed mid-upload is aborted by the code; this catches a crashed Lambda.
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-bulk",
+                    prefix=BULK_PREFIX,
+                    expiration=Duration.days(retention_days),
+                    noncurrent_version_expiration=Duration.days(noncurrent_version_days),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
                 s3.LifecycleRule(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from statemachines import ASL_FILE, SUBSTITUTIONS
+from statemachines import ASL_FILE, BULK_ASL_FILE, BULK_SUBSTITUTIONS, SUBSTITUTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -310,7 +310,7 @@ def api_gateway_event(
     (docs/openapi.json), `query` as {name: value or [values]}."""
     resource, params = path, None
     parts = path.split("/")
-    if len(parts) >= 3 and parts[1] == "requests" and parts[2]:
+    if len(parts) >= 3 and parts[1] == "requests" and parts[2] and parts[2:] != ["bulk"]:
         resource = "/".join(["", "requests", "{request_id}", *parts[3:]])
         params = {"request_id": parts[2]}
     multi = {k: [v] if isinstance(v, str) else list(v) for k, v in (query or {}).items()}
@@ -500,7 +500,12 @@ class LocalCloud:
         zipped = io.BytesIO()
         with zipfile.ZipFile(zipped, "w") as zf:  # moto wants a package; the code runs from functions/
             zf.writestr("README", "dispatched in-process by local/engine.py")
+        # Bulk intake's HMAC key (core/bulk.derive_id), as infra/bulk.py deploys it.
+        self.bulk_mac_key_id = kms.create_key(
+            Description="dsrflow bulk ids", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+        )["KeyMetadata"]["Arn"]
         base_env = {
+            "BULK_MAC_KEY_ID": self.bulk_mac_key_id,
             "ARCHIVE_BUCKET": self.bucket,
             "ARCHIVE_KMS_KEY_ID": self.kms_key_arn,
             "VENDOR_SECRETS": json.dumps(self.secrets),
@@ -532,8 +537,18 @@ class LocalCloud:
         self.state_machine_arn = sfn.create_state_machine(
             name=f"{PREFIX}-dsr", definition=definition, roleArn=role, type="STANDARD"
         )["stateMachineArn"]
+        bulk = substitute(BULK_ASL_FILE.read_text(), {k: self.functions[r] for k, r in BULK_SUBSTITUTIONS.items()})
+        self.bulk_state_machine_arn = sfn.create_state_machine(
+            name=f"{PREFIX}-bulk", definition=scale_retries(bulk, self.time_scale), roleArn=role, type="STANDARD"
+        )["stateMachineArn"]
         # In-process handlers read their settings from the process environment; one set serves all five.
-        os.environ.update({**base_env, "STATE_MACHINE_ARN": self.state_machine_arn})
+        os.environ.update(
+            {
+                **base_env,
+                "STATE_MACHINE_ARN": self.state_machine_arn,
+                "BULK_STATE_MACHINE_ARN": self.bulk_state_machine_arn,
+            }
+        )
         self._reset_handler_caches()
 
     def _capture_events(self) -> None:
@@ -661,6 +676,31 @@ class LocalCloud:
         if status not in (200, 202):
             raise ValueError(json.dumps(body))
         return body
+
+    def drop_bulk_file(self, name: str, body: bytes) -> dict[str, Any]:
+        """Put a JSON Lines file under bulk/incoming/ and hand the bulk function the EventBridge "Object Created"
+        event S3 sends for it in AWS (infra/bulk.py's rule; moto does not deliver S3 events to EventBridge)."""
+        key = f"bulk/incoming/{name}"
+        put = self.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "account": "123456789012",
+            "region": REGION,
+            "resources": [f"arn:aws:s3:::{self.bucket}"],
+            "detail": {
+                "bucket": {"name": self.bucket},
+                "object": {"key": key, "size": len(body), "etag": put["ETag"], "version-id": put.get("VersionId")},
+            },
+        }
+        out: dict[str, Any] = self.invoke("bulk", event)
+        return out
+
+    def bulk_execution_arn(self, batch_id: str) -> str:
+        head, name = self.bulk_state_machine_arn.split(":stateMachine:")
+        return f"{head}:execution:{name}:{batch_id}"
 
     def execution_arn(self, request_id: str) -> str:
         head, name = self.state_machine_arn.split(":stateMachine:")

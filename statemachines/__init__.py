@@ -15,3 +15,10 @@ SUBSTITUTIONS = {
     "RecordFunctionArn": "record",
     "ParkFunctionArn": "park",
 }
+
+# Bulk intake (core/bulk.py): a Distributed Map over one JSON Lines file's line index.
+BULK_ASL_FILE = Path(__file__).resolve().parent / "bulk.asl.json"
+BULK_SUBSTITUTIONS = {
+    "BulkFunctionArn": "bulk",
+    "BulkItemFunctionArn": "bulk_item",
+}

@@ -224,7 +224,7 @@ def parse_request(raw: Any, prefix: str = "", now: datetime | None = None) -> Ds
 def plan(
     request: DsrRequest,
     enabled: list[str],
-    source: Literal["api", "eventbridge", "cli"],  # StoredRequest.source
+    source: Literal["api", "eventbridge", "cli", "bulk"],  # StoredRequest.source
     now: datetime,
     prefix: str = "",
     *,
@@ -313,7 +313,7 @@ def execution_arn(state_machine_arn: str, request_id: str) -> str:
 def accept(
     request: DsrRequest,
     *,
-    source: Literal["api", "eventbridge", "cli"],
+    source: Literal["api", "eventbridge", "cli", "bulk"],
     store: Store,
     sfn: SFNClient,
     state_machine_arn: str,

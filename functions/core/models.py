@@ -294,7 +294,7 @@ class StoredRequest(BaseModel):
     deadline: datetime
     plan: list[VendorPlan]
     skipped: list[Skipped] = Field(default_factory=list)
-    source: Literal["api", "eventbridge", "cli"] = "api"
+    source: Literal["api", "eventbridge", "cli", "bulk"] = "api"
     # DsrRequest.fingerprint() of the request as first received; None in records written before it existed.
     fingerprint: str | None = None
 

@@ -35,6 +35,11 @@ class Settings(BaseModel):
     vendor_limits: dict[str, VendorLimit] = Field(default_factory=dict)
     # <API>/callbacks/: the unsigned route a vendor calls when its job is done (core/callbacks.py); unset: polled.
     callback_base_url: str | None = None
+    # Bulk intake (core/bulk.py): the bulk state machine, the KMS HMAC key request and batch ids are derived
+    # with, and the rate (child executions in flight per batch).
+    bulk_state_machine_arn: str | None = None
+    bulk_mac_key_id: str | None = None
+    bulk_max_concurrency: int = Field(default=10, ge=1, le=1000)
 
 
 _ENV = {
@@ -53,6 +58,9 @@ _ENV = {
     "controller_text_file": "CONTROLLER_TEXT_FILE",
     "vendor_limits": "VENDOR_LIMITS",
     "callback_base_url": "CALLBACK_BASE_URL",
+    "bulk_state_machine_arn": "BULK_STATE_MACHINE_ARN",
+    "bulk_mac_key_id": "BULK_MAC_KEY_ID",
+    "bulk_max_concurrency": "BULK_MAX_CONCURRENCY",
 }
 
 

@@ -30,6 +30,13 @@ HANDLERS: dict[str, Handler] = {
         "handlers.callback.handler", "GET /callbacks/{token}: a vendor says its job is done; wakes the waiting branch"
     ),
     "record": Handler("handlers.record.handler", "Record a vendor action that failed, was denied or timed out"),
+    "bulk": Handler(
+        "handlers.bulk.handler",
+        "Bulk intake: start a batch from bulk/incoming/, index its lines, write the result file",
+    ),
+    "bulk_item": Handler(
+        "handlers.bulk_item.handler", "Bulk intake, one line: validate and start it as POST /requests"
+    ),
     "sweep": Handler(
         "handlers.sweep.handler", "Deadline watch: warn before a deadline, count open, due-soon and overdue requests"
     ),

@@ -6,6 +6,7 @@ request and to write the OpenAPI document (`docs/openapi.json`, handlers/openapi
 request validation are derived from that document, infra/triggers.py).
 
     POST /requests                      a new request: 202 (its id and deadline), 200 for a duplicate
+    POST /requests/bulk                 a batch, JSON Lines (core/bulk.py): 202 (its batch id), 200 the same again
     GET  /requests                      list (?status=&due_before=&limit=&next_token=)
     GET  /requests/{request_id}         status, manifest, the ledger's view
     GET  /requests/{request_id}/audit   the audit trail (?limit=&next_token=)
@@ -33,6 +34,8 @@ redelivered event starts nothing new.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import traceback
 from collections.abc import Mapping, Sequence
@@ -51,7 +54,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SkipValidation
 
 from connectors import registry
-from core import intake, operations
+from core import bulk, intake, operations
 from core.clock import utcnow
 from core.models import RECEIVED_AT_FORMAT, REQUEST_ID_PATTERN, DsrRequest, parse_received_at
 from core.operations import DEFAULT_PAGE, MAX_PAGE, CancelBody, Decision, Denial, Extension, RetryBody
@@ -227,6 +230,76 @@ def create_request(
     checked = intake.parse_request(request, now=now)
     result = _accept(checked, "api", now)
     return _json(202 if result.status == "accepted" else 200, result.model_dump(mode="json"))
+
+
+def _bulk_body() -> bytes:
+    """POST /requests/bulk's body as bytes: JSON Lines, at most core.bulk.MAX_BATCH_BYTES (read here, not by
+    parse_object: it is not one JSON object)."""
+    event = app.current_event
+    body = event.body or ""
+    too_large = intake.InvalidRequest(
+        [{"field": "(body)", "message": f"is larger than {bulk.MAX_BATCH_BYTES // (1024 * 1024)} MiB"}]
+    )
+    if len(body) > 4 * (bulk.MAX_BATCH_BYTES // 3 + 1):
+        raise too_large
+    if event.is_base64_encoded:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (ValueError, binascii.Error):
+            raise intake.InvalidRequest([{"field": "(body)", "message": "is not valid base64"}]) from None
+    else:
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise intake.InvalidRequest([{"field": "(body)", "message": "is not valid UTF-8"}]) from None
+    if len(raw) > bulk.MAX_BATCH_BYTES:
+        raise too_large
+    return raw
+
+
+@app.post(
+    "/requests/bulk",
+    summary="Submit a batch of requests: JSON Lines, one POST /requests body per line",
+    description="The body is JSON Lines (one DsrRequest object per line, at most "
+    f"{bulk.MAX_BATCH_LINES} lines and {bulk.MAX_BATCH_BYTES // (1024 * 1024)} MiB). 202 starts the batch; "
+    "200: the same body again, nothing new started. A bad line is reported in the result file "
+    "(result_key), not here; 400 only when the body as a whole is unusable.",
+    status_code=202,
+    responses=_responses({202: "Accepted: the batch started", 200: "The same batch again"}, model=bulk.BatchStarted),
+)
+def create_bulk() -> Response[object]:
+    s = settings()
+    if not s.bulk_state_machine_arn or not s.bulk_mac_key_id:
+        raise intake.DsrError("BULK_STATE_MACHINE_ARN or BULK_MAC_KEY_ID is not set for the intake function")
+    raw = _bulk_body()
+    try:
+        refs = bulk.index_lines(raw)
+    except bulk.InvalidBatch as exc:
+        raise intake.InvalidRequest(
+            [{"field": "(body)", "message": exc.message.removeprefix("bulk: the batch ")}]
+        ) from None
+    batch_id = bulk.derive_id(bulk.kms_mac(client("kms"), s.bulk_mac_key_id), "api", raw)
+    key = f"{bulk.API_PREFIX}{batch_id}.jsonl"
+    client("s3").put_object(
+        Bucket=s.archive_bucket,
+        Key=key,
+        Body=raw,
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=s.archive_kms_key_id,
+        ContentType="application/x-ndjson",
+    )
+    started = bulk.start_batch(
+        client("stepfunctions"), s.bulk_state_machine_arn, batch_id, s.archive_bucket, key, s.bulk_max_concurrency
+    )
+    logger.info("bulk batch accepted", extra={"batch_id": batch_id, "lines": len(refs), "started": started})
+    answer = bulk.BatchStarted(
+        batch_id=batch_id,
+        status="accepted" if started else "duplicate",
+        execution_arn=bulk.batch_execution_arn(s.bulk_state_machine_arn, batch_id),
+        lines=len(refs),
+        result_key=bulk.result_key(batch_id),
+    )
+    return _json(202 if started else 200, answer.model_dump(mode="json"))
 
 
 @app.get("/requests", summary="List requests", responses=_responses({200: "A page of requests"}))

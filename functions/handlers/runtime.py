@@ -26,6 +26,7 @@ from core.tasks import Runtime
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -43,10 +44,12 @@ def client(service: Literal["events"]) -> EventBridgeClient: ...
 def client(service: Literal["stepfunctions"]) -> SFNClient: ...
 @overload
 def client(service: Literal["dynamodb"]) -> DynamoDBClient: ...
+@overload
+def client(service: Literal["kms"]) -> KMSClient: ...
 @cache
 def client(
-    service: Literal["s3", "events", "stepfunctions", "dynamodb"],
-) -> S3Client | EventBridgeClient | SFNClient | DynamoDBClient:
+    service: Literal["s3", "events", "stepfunctions", "dynamodb", "kms"],
+) -> S3Client | EventBridgeClient | SFNClient | DynamoDBClient | KMSClient:
     if service == "dynamodb":
         # The ledger's writes: botocore's standard retries first (core.ledger adds its own on throttling).
         return boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))

@@ -32,9 +32,30 @@ class Synth:
         assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
         return next(iter(found.items()))
 
+    def archive_key(self) -> tuple[str, dict[str, Any]]:
+        """The stack's customer-managed key (archives, ledger, secrets); bulk intake's HMAC key is the other one."""
+        found = [(k, v) for k, v in self.resources("AWS::KMS::Key").items() if "KeySpec" not in v["Properties"]]
+        assert len(found) == 1, f"expected one symmetric key, found {[k for k, _ in found]}"
+        return found[0]
+
+    def dsr_state_machine(self) -> tuple[str, dict[str, Any]]:
+        """The DSR workflow (statemachines/dsr.asl.json); bulk intake's (infra/bulk.py) is the other one."""
+        found = [
+            (k, v)
+            for k, v in self.resources("AWS::StepFunctions::StateMachine").items()
+            if not str(v["Properties"].get("StateMachineName", "")).endswith("-bulk")
+        ]
+        assert len(found) == 1, f"expected one DSR state machine, found {[k for k, _ in found]}"
+        return found[0]
+
     def crm_rule(self) -> tuple[str, dict[str, Any]]:
-        """The CRM's request rule (an event pattern); the deadline watch's schedule rule is the other one."""
-        found = [(k, v) for k, v in self.resources("AWS::Events::Rule").items() if "EventPattern" in v["Properties"]]
+        """The CRM's request rule (an event pattern); the deadline watch's schedule rule and bulk intake's
+        bulk/incoming/ rule (source aws.s3) are the others."""
+        found = [
+            (k, v)
+            for k, v in self.resources("AWS::Events::Rule").items()
+            if "EventPattern" in v["Properties"] and v["Properties"]["EventPattern"].get("source") != ["aws.s3"]
+        ]
         assert len(found) == 1, f"expected one event-pattern rule, found {[k for k, _ in found]}"
         return found[0]
 
@@ -56,7 +77,7 @@ class Synth:
         ]
 
     def key_policy_grants(self, service: str) -> list[dict[str, Any]]:
-        _, key = self.one("AWS::KMS::Key")
+        _, key = self.archive_key()
         return [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": service}]
 
     @staticmethod

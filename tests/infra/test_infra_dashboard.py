@@ -257,7 +257,7 @@ def test_it_plots_the_aws_metrics_of_the_functions_workflow_and_dead_letters(syn
             m[2]["FunctionName"] for m in aws if m[:2] == ("AWS/Lambda", metric) and m[3].get("stat") == stat
         }
         assert plotted_for == functions, metric
-    machine, _ = synth.one("AWS::StepFunctions::StateMachine")
+    machine, _ = synth.dsr_state_machine()
     states = {(m[1], m[2]["StateMachineArn"], m[3]["stat"]) for m in aws if m[0] == "AWS/States"}
     assert states == {
         ("ExecutionsFailed", "${" + machine + "}", "Sum"),

@@ -6,6 +6,7 @@ import ast
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,8 @@ HANDLERS = (
     "park",
     "callback",
     "sweep",
+    "bulk",
+    "bulk_item",
 )
 
 
@@ -122,8 +125,8 @@ def test_environment_matches_architecture_md(synth):
 
 def test_environment_values(synth):
     bucket_id, _ = synth.archive_bucket()
-    key_id, _ = synth.one("AWS::KMS::Key")
-    sm_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    key_id, _ = synth.archive_key()
+    sm_id, _ = synth.dsr_state_machine()
     expected_secrets = {v: f"dsrflow/dev/vendors/{v}" for v in ("elevate", "bloomreach", "qualifio")}
     for name in HANDLERS:
         env = synth.function(name)[1]["Properties"]["Environment"]["Variables"]
@@ -194,7 +197,7 @@ def test_only_vendor_tasks_read_secrets_and_only_the_vendor_secrets(synth):
 def test_key_policy_grants_nothing_to_the_functions(synth):
     """The functions' KMS rights are in their IAM policies only (pinned below), not in the key policy."""
     roles = {_role_of(synth, name) for name in HANDLERS}
-    _, key = synth.one("AWS::KMS::Key")
+    _, key = synth.archive_key()
     for statement in key["Properties"]["KeyPolicy"]["Statement"]:
         principals = statement["Principal"].get("AWS", [])
         principals = principals if isinstance(principals, list) else [principals]
@@ -217,6 +220,8 @@ KMS_ACTIONS = {
     "park": set(),  # no S3: its waiter sits in the ledger's table (only with vendorLimits)
     "callback": set(),  # no S3: the callback item sits in the ledger's table  # puts a failed or denied action's outcome.json; reads nothing
     "sweep": set(),  # no object: only the ledger's kms:Decrypt through DynamoDB (test_infra_watch.py)
+    "bulk": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads the batch file, rows; puts the index, result file
+    "bulk_item": {"kms:Decrypt", "kms:GenerateDataKey"},  # reads its line, request.json; puts request.json, row
 }
 
 
@@ -228,11 +233,11 @@ def _via_dynamodb(statement: dict) -> bool:
 
 @pytest.mark.parametrize("name", HANDLERS)
 def test_kms_access_is_exactly_what_the_handler_does(synth, name):
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.archive_key()
     granted: set[str] = set()
     for statement in synth.role_statements(_role_of(synth, name)):
         kms_actions = [a for a in synth.actions(statement) if a.startswith("kms:")]
-        if not kms_actions:
+        if not kms_actions or kms_actions == ["kms:GenerateMac"]:  # bulk intake's HMAC key: test_infra_bulk.py
             continue
         assert statement["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}, f"{name}: KMS beyond the stack's key"
         if _via_dynamodb(statement):
@@ -261,7 +266,7 @@ S3_OBJECT_ACTIONS = {
     # a presigned GET to it signed (the link is this role's).
     "intake": {
         "s3:GetObject": {REQUEST, MANIFEST, PROOF, ATTEMPT, OUTCOME, SUBMISSION, PACKAGE},
-        "s3:PutObject": {REQUEST, MANIFEST, PROOF, ATTEMPT},
+        "s3:PutObject": {REQUEST, MANIFEST, PROOF, ATTEMPT, "bulk/api/*"},  # POST /requests/bulk: the body
     },
     "submit": {"s3:GetObject": {REQUEST, EXPORT_OUTCOME, SUBMISSION}, "s3:PutObject": {SUBMISSION, VENDOR_SAID}},
     "check": {"s3:GetObject": {REQUEST}, "s3:PutObject": {VENDOR_SAID}},
@@ -282,6 +287,15 @@ S3_OBJECT_ACTIONS = {
     "park": {},
     "callback": {},
     "sweep": {},  # the deadline watch reads the ledger only
+    # Bulk intake (core/bulk.py): the coordinator never touches requests/; one line does what POST /requests does.
+    "bulk": {
+        "s3:GetObject": {"bulk/incoming/*", "bulk/api/*", "bulk/work/*/index.json", "bulk/work/*/rows/*"},
+        "s3:PutObject": {"bulk/work/*/index.json", "bulk/results/*"},
+    },
+    "bulk_item": {
+        "s3:GetObject": {"bulk/incoming/*", "bulk/api/*", REQUEST},
+        "s3:PutObject": {REQUEST, "bulk/work/*/rows/*"},
+    },
 }
 # s3:ListBucket: None = on the bucket without condition (a missing object must answer 404, which the code relies
 # on); a set = only those prefixes (s3:prefix), for a function that lists and reads nothing.
@@ -294,6 +308,8 @@ LIST_BUCKET: dict[str, set[str] | None] = {
     "finalize": {"requests/*/*/*/vendor-said/"},
     "approval": None,
     "record": {"requests/*/*/*/vendor-said/"},
+    "bulk": {"bulk/work/*/rows/"},
+    "bulk_item": None,
 }
 
 
@@ -397,9 +413,15 @@ def test_the_keys_the_code_writes_and_reads_match_the_granted_patterns():
 
 
 def test_state_machine_access_of_intake(synth):
-    sm_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    sm_id, _ = synth.dsr_state_machine()
     statements = synth.role_statements(_role_of(synth, "intake"))
-    by_action = {a: s["Resource"] for s in statements for a in synth.actions(s) if a.startswith("states:")}
+    by_action: dict[str, Any] = {}
+    for s in statements:
+        for a in synth.actions(s):
+            if a.startswith("states:"):
+                found = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+                by_action[a] = [*by_action.get(a, []), *found]
+    by_action = {a: r[0] if len(r) == 1 else r for a, r in by_action.items()}
     assert set(by_action) == {
         "states:StartExecution",
         "states:DescribeExecution",
@@ -407,16 +429,26 @@ def test_state_machine_access_of_intake(synth):
         "states:SendTaskSuccess",
         "states:SendTaskFailure",
     }
-    assert by_action["states:StartExecution"] == {"Ref": sm_id}
+    # The DSR workflow, and the bulk state machine by name (POST /requests/bulk: test_infra_bulk.py).
+    starts = by_action["states:StartExecution"]
+    assert len(starts) == 2 and {"Ref": sm_id} in starts
+    assert "stateMachine:dsrflow-dev-bulk" in json.dumps(starts)
     assert by_action["states:SendTaskSuccess"] == by_action["states:SendTaskFailure"] == {"Ref": sm_id}
     assert by_action["states:StopExecution"] == by_action["states:DescribeExecution"]
-    # Only intake answers the approval gate or stops executions; park and callback wake a branch waiting on a
-    # vendor's callback (core/callbacks.py), on this state machine only.
+    # Only intake answers the approval gate or stops executions; the bulk parts only start them; park and
+    # callback wake a branch waiting on a vendor's callback (core/callbacks.py), on this state machine only.
     for name in HANDLERS:
         if name != "intake":
             statements = synth.role_statements(_role_of(synth, name))
             states = {a for s in statements for a in synth.actions(s) if a.startswith("states:")}
-            assert states == ({"states:SendTaskSuccess"} if name in ("park", "callback") else set()), name
+            allowed = (
+                {"states:SendTaskSuccess"}
+                if name in ("park", "callback")
+                else {"states:StartExecution"}
+                if name in ("bulk", "bulk_item")
+                else set()
+            )
+            assert states == allowed, name
             for s in statements:
                 if "states:SendTaskSuccess" in synth.actions(s):
                     assert s["Resource"]["Fn::Join"][1][-1] == ":stateMachine:dsrflow-dev"

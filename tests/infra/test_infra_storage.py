@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 def _key(synth) -> str:
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.archive_key()
     return key_id
 
 
@@ -44,7 +44,7 @@ BLOCK_ALL = {
 
 
 def test_kms_key_rotates_and_is_retained(synth):
-    key_id, key = synth.one("AWS::KMS::Key")
+    key_id, key = synth.archive_key()
     assert key["Properties"]["EnableKeyRotation"] is True
     assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
 

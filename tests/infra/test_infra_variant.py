@@ -27,7 +27,7 @@ def test_retention_and_removal(variant):
     rules = {r["Id"]: r for r in archive["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-request-data"]["ExpirationInDays"] == 45
     assert archive["DeletionPolicy"] == "Delete"
-    _, key = variant.one("AWS::KMS::Key")
+    _, key = variant.archive_key()
     assert key["DeletionPolicy"] == "Delete"
     for group in variant.resources("AWS::Logs::LogGroup").values():
         assert group["Properties"]["RetentionInDays"] == 30

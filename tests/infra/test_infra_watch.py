@@ -100,7 +100,7 @@ def test_no_alarm_actions_without_a_topic_and_the_topic_on_every_watch_alarm(syn
 
 def test_sweep_role_has_exactly_its_access(synth):
     table_id, _ = synth.one("AWS::DynamoDB::Table")
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.archive_key()
     fn_id, fn = _sweep(synth)
     log_group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
     granted: dict[str, list] = {}

@@ -98,8 +98,9 @@ LATE: dict[str, frozenset[str]] = {
     "core.operations": frozenset({"intake"}),  # the operator routes (runtime.ops)
     "core.secrets": VENDOR_TASKS,  # vendor credentials (runtime.connector_for)
     "aws_lambda_powertools.utilities.parameters": VENDOR_TASKS,
-    "connectors.registry": VENDOR_TASKS | {"intake"},  # intake lists the vendors
-    "core.http": VENDOR_TASKS | {"intake", "approval"},  # observability.job_task's deadline; the connectors
+    "connectors.registry": VENDOR_TASKS | {"intake", "bulk_item"},  # intake and bulk_item list the vendors
+    "core.http": VENDOR_TASKS
+    | {"intake", "approval", "bulk_item"},  # observability.job_task's deadline; the connectors
 }
 
 

@@ -16,6 +16,7 @@ from local.cli import OPENAPI_DOCUMENT, openapi
 
 ROUTES = {
     "/requests": {"get", "post"},
+    "/requests/bulk": {"post"},
     "/requests/{request_id}": {"get"},
     "/requests/{request_id}/audit": {"get"},
     "/requests/{request_id}/package": {"get"},

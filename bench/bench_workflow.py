@@ -20,6 +20,7 @@ from typing import Any
 from unittest import mock
 
 from bench import cost, pace
+from core.domain import Schedule
 from local.cli import Gatekeeper
 from local.engine import LocalCloud
 from local.simulators import SIMULATORS, simulator_class
@@ -462,7 +463,40 @@ def paced(f: Figures, vendors: list[str] | None = None) -> tuple[cost.Usage, lis
         f"{per_check.seconds * 1000:.0f} ms of check in process, "
         f"{sum(per_check.s3_calls.values()):.1f} S3 and {per_check.ddb_write_units:.1f} DynamoDB write units"
     )
-    return pace.at_pace(usage(f), f.looks, paced_looks, cycle, per_check), lines
+    polled = pace.at_pace(usage(f), f.looks, paced_looks, cycle, per_check)
+    # The vendor's callback (core/callbacks.py, on by default): a job that calls back is looked at once when it is
+    # done (a look of the 6-hour fallback only if it takes longer); its wait is a task where polling has a Wait,
+    # the same transition count, plus one invocation of park per wait.
+    from core.tasks import CALLBACK_FALLBACK
+
+    awaited_looks, parks = paced_looks, 0
+    for (vendor, action), took in pace.DURATIONS.items():
+        connector = connector_class(vendor)
+        if (vendors is not None and vendor not in vendors) or action not in {
+            a.value for a in getattr(connector, "callbacks", ())
+        }:
+            continue
+        polled_here = pace.looks(connector.schedule, took.vendor_time)
+        fallback = Schedule(
+            first_check=CALLBACK_FALLBACK, interval=CALLBACK_FALLBACK, backoff=1, deadline=connector.schedule.deadline
+        )
+        awaited_here = 1 if took.vendor_time <= CALLBACK_FALLBACK else pace.looks(fallback, took.vendor_time)
+        awaited_looks += awaited_here - polled_here
+        parks += awaited_here
+        lines.append(
+            f"  with its callback (callbacks=true, the default): {vendor} {action} looked at {awaited_here} time(s) "
+            f"instead of {polled_here}"
+        )
+    if parks:
+        awaited = pace.at_pace(usage(f), f.looks, awaited_looks, cycle, per_check)
+        saved = polled.transitions - awaited.transitions
+        lines.append(
+            f"  callbacks save {saved} transitions per DSR ({polled.transitions} -> {awaited.transitions}; "
+            f"{saved * cost.PER:,} per {cost.PER:,} DSRs), and add {parks} park invocation(s) per DSR: "
+            f"${cost.total(polled) * cost.PER:.2f} -> ${cost.total(awaited) * cost.PER:.2f} per {cost.PER:,} "
+            "before the park invocations"
+        )
+    return polled, lines
 
 
 def summary(u: cost.Usage, label: str) -> list[str]:

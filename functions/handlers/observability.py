@@ -20,7 +20,17 @@ from core.tasks import Runtime
 from handlers.runtime import runtime
 
 logger = Logger(service="dsrflow")
-tracer = Tracer(service="dsrflow")
+# Patched for X-Ray: the AWS SDK in every handler; the vendors' HTTP client (requests) only in the vendor tasks,
+# which call trace_vendor_http(). Patching everything (Powertools' default) imports requests, its encodings and
+# http.cookiejar into handlers that never make an HTTP call, at every cold start (issue 11).
+tracer = Tracer(service="dsrflow", patch_modules=("botocore",))
+
+
+def trace_vendor_http() -> None:
+    """Trace the vendor calls too (submit, check, collect: they import requests anyway)."""
+    tracer.patch(("requests",))
+
+
 # Namespace from POWERTOOLS_METRICS_NAMESPACE (the service's name where unset, as in unit tests, which would
 # otherwise fail to flush); the local engine sets POWERTOOLS_METRICS_DISABLED.
 metrics = Metrics(service="dsrflow", namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "dsrflow")

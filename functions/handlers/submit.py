@@ -5,6 +5,7 @@
 import connectors.registry  # noqa: F401
 import core.secrets  # noqa: F401
 from core import tasks
-from handlers.observability import job_task
+from handlers.observability import job_task, trace_vendor_http
 
+trace_vendor_http()
 handler = job_task(tasks.submit)

@@ -121,6 +121,27 @@ def test_a_handler_imports_only_what_it_uses(name: str) -> None:
         assert {"connectors.registry", "core.secrets"} <= loaded
 
 
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_tracing_patches_the_vendor_http_client_only_in_the_vendor_tasks(name: str) -> None:
+    """With tracing on (as in Lambda: LAMBDA_TASK_ROOT set), Powertools' default patches every module it knows,
+    importing requests and http.cookiejar into handlers that make no HTTP call; observability patches botocore
+    everywhere and requests only where trace_vendor_http() is called."""
+    code = (
+        f"import json, sys\nimport {HANDLERS[name].handler.rsplit('.', 1)[0]}\nprint(json.dumps(sorted(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LAMBDA_TASK_ROOT": "/var/task"}
+    env.pop("POWERTOOLS_TRACE_DISABLED", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "aws_xray_sdk" in loaded  # tracing is on in this run: the check below means something
+    # The vendor tasks; intake and bulk_item list the vendors; approval wraps its step with job_task at import,
+    # whose invocation deadline lives in core.http (see LATE).
+    http_users = VENDOR_TASKS | {"intake", "bulk_item", "approval"}
+    if name not in http_users:
+        assert "requests" not in loaded and "http.cookiejar" not in loaded, name
+
+
 # --- the code asset, precompiled (infra/code_asset.py, `make functions-asset`) -----------------------------
 
 

@@ -121,3 +121,20 @@ def test_an_undelivered_completion_event_does_not_claim_the_manifest_is_missing(
     assert catches[0]["ErrorEquals"] == ["EventNotDelivered"]
     assert states[catches[0]["Next"]] == {**states[catches[0]["Next"]], "Type": "Fail", "Error": "EventNotDelivered"}
     assert catches[-1]["ErrorEquals"] == ["States.ALL"] and catches[-1]["Next"] == "Manifest not written"
+
+
+def test_a_lambda_throttle_is_waited_out_for_minutes_without_more_attempts():
+    """A Lambda throttle (or service error) is retried with a long back-off, not more attempts: each attempt costs
+    history events (core/history.py), waiting does not. The waits before the last attempt add up to over 10
+    minutes (each capped by MaxDelaySeconds; full jitter spreads a burst of throttled branches)."""
+    for name, state, _ in walk(json.loads(ASL.read_text())["States"]):
+        for retrier in state.get("Retry", []):
+            if "Lambda.TooManyRequestsException" not in retrier["ErrorEquals"]:
+                continue
+            assert retrier["MaxAttempts"] == 6, name
+            delays = [
+                min(retrier["IntervalSeconds"] * retrier["BackoffRate"] ** n, retrier["MaxDelaySeconds"])
+                for n in range(retrier["MaxAttempts"])
+            ]
+            assert sum(delays) >= 600, (name, delays)
+            assert retrier["JitterStrategy"] == "FULL", name

@@ -85,6 +85,8 @@ check-types: $(STAMP)
 check-asl: $(STAMP) $(ASL_VALIDATOR_STAMP)
 	$(PY) -m statemachines.validate build/asl/dsr.asl.json
 	$(ASL_VALIDATOR) --json-path build/asl/dsr.asl.json
+	$(PY) -m statemachines.validate --bulk build/asl/bulk.asl.json
+	$(ASL_VALIDATOR) --json-path build/asl/bulk.asl.json
 
 check-cfn: $(STAMP)
 	rm -rf $(CHECK_OUT)

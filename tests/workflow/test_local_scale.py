@@ -21,8 +21,8 @@ from local.simulators.data import many_customers
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = 24
-RUNNING = 6  # below REQUESTS, so that most of them queue
+REQUESTS = 12
+RUNNING = 4  # below REQUESTS, so that most of them queue
 SUBMITTERS = 8
 
 

@@ -3,30 +3,22 @@ once whichever comes first (the call or the park), and anything else changes not
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from core import callbacks
 from core.callbacks import Callbacks
-from tests.unit.test_limits import TABLE, FakeSfn
+from tests.unit.test_limits import TABLE, FakeSfn, moto_table
 
 SOON = datetime.now(UTC) + timedelta(days=1)
 
 
 @pytest.fixture
-def ddb() -> Any:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk")],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+def ddb() -> Iterator[Any]:
+    with moto_table() as client:
         yield client
 
 

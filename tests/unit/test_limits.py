@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,8 +38,9 @@ class FakeSfn:
         self.woken.append(taskToken)
 
 
-@pytest.fixture
-def ddb() -> Any:
+@contextmanager
+def moto_table() -> Iterator[Any]:
+    """A pk/sk table in moto's DynamoDB, shaped like the ledger's (test_callbacks.py uses it too)."""
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
         client.create_table(
@@ -46,6 +49,12 @@ def ddb() -> Any:
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        yield client
+
+
+@pytest.fixture
+def ddb() -> Iterator[Any]:
+    with moto_table() as client:
         yield client
 
 

@@ -249,6 +249,8 @@ class Functions(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
+        self._table_key_granted: set[str] = set()  # roles given the ledger table's key (_table_key)
+        self._wakers: set[str] = set()  # roles given states:SendTaskSuccess on the workflow (_wakes)
 
         # The precompiled copy (infra/code_asset.py) ships its bytecode; functions/ itself only its sources.
         precompiled = config.code_asset_dir != FUNCTIONS_DIR
@@ -416,13 +418,47 @@ class Functions(Construct):
                     for where in LEDGER_QUERIES[name]
                 ]
                 role.add_to_policy(iam.PolicyStatement(actions=["dynamodb:Query"], resources=targets))
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt"],
-                    resources=[self._storage.key.key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}},
-                )
+            self._table_key(name)
+
+    def _table_key(self, name: str) -> None:
+        """kms:Decrypt of the stack's key through DynamoDB only, once per role: the ledger's table is encrypted
+        with it, and DynamoDB decrypts its table key with the caller's permission (kms:ViaService)."""
+        if name in self._table_key_granted:
+            return
+        self._table_key_granted.add(name)
+        self.roles[name].add_to_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[self._storage.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}},
             )
+        )
+
+    def _keyed_items(self, name: str, table: dynamodb.ITable, actions: tuple[str, ...], prefix: str) -> None:
+        """`actions` on the ledger's table for the items whose pk starts with `prefix` only, and LEDGER_TABLE."""
+        self.functions[name].add_environment("LEDGER_TABLE", table.table_name)
+        self.roles[name].add_to_policy(
+            iam.PolicyStatement(
+                actions=list(actions),
+                resources=[table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{prefix}*"]}},
+            )
+        )
+        self._table_key(name)
+
+    def _wakes(self, names: tuple[str, ...], state_machine_name: str) -> None:
+        """states:SendTaskSuccess on the workflow, its ARN built from the machine's fixed name, not a reference to
+        it: the machine refers to these functions, so a reference back from their roles would be a circular
+        dependency in CloudFormation."""
+        machine = Stack.of(self).format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in sorted(set(names) - self._wakers):
+            self._wakers.add(name)
+            self.roles[name].add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
 
     def connect_limits(self, table: dynamodb.ITable, state_machine_name: str, limits: str) -> None:
         """VENDOR_LIMITS and, where a vendor has a limit, exactly the limit items' actions (LIMIT_ITEM_ACTIONS)
@@ -430,70 +466,18 @@ class Functions(Construct):
         if not limits:
             return
         for name, actions in LIMIT_ITEM_ACTIONS.items():
-            fn = self.functions[name]
-            fn.add_environment("VENDOR_LIMITS", limits)
-            fn.add_environment("LEDGER_TABLE", table.table_name)
-            self.roles[name].add_to_policy(
-                iam.PolicyStatement(
-                    actions=list(actions),
-                    resources=[table.table_arn],
-                    conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["LIMIT#*"]}},
-                )
-            )
-            if name not in LEDGER_ACTIONS:  # the table's key, through DynamoDB only (as connect_ledger grants)
-                self.roles[name].add_to_policy(
-                    iam.PolicyStatement(
-                        actions=["kms:Decrypt"],
-                        resources=[self._storage.key.key_arn],
-                        conditions={
-                            "StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}
-                        },
-                    )
-                )
-        # The ARN from the machine's fixed name, not a reference to it: the machine refers to these functions, so a
-        # reference back from their roles would be a circular dependency in CloudFormation.
-        machine = Stack.of(self).format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=state_machine_name,
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        for name in LIMIT_WAKERS:
-            self.roles[name].add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
+            self.functions[name].add_environment("VENDOR_LIMITS", limits)
+            self._keyed_items(name, table, actions, "LIMIT#")
+        self._wakes(LIMIT_WAKERS, state_machine_name)
 
     def connect_callbacks(self, table: dynamodb.ITable, state_machine_name: str, base_url: str) -> None:
         """Vendor callbacks (core/callbacks.py): submit registers a job's callback item and hands the vendor
         CALLBACK_BASE_URL + token; park keeps the waiting branch's task token on it; the callback function (the
         unsigned GET /callbacks/{token}) notes the call and wakes the branch. Each only on `CALLBACK#*` keys."""
-        machine = Stack.of(self).format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=state_machine_name,
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
         self.functions["submit"].add_environment("CALLBACK_BASE_URL", base_url)
         for name, actions in CALLBACK_ITEM_ACTIONS.items():
-            fn, role = self.functions[name], self.roles[name]
-            fn.add_environment("LEDGER_TABLE", table.table_name)
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=list(actions),
-                    resources=[table.table_arn],
-                    conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["CALLBACK#*"]}},
-                )
-            )
-            if name not in LEDGER_ACTIONS:
-                role.add_to_policy(
-                    iam.PolicyStatement(
-                        actions=["kms:Decrypt"],
-                        resources=[self._storage.key.key_arn],
-                        conditions={
-                            "StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(self).region}.amazonaws.com"}
-                        },
-                    )
-                )
-            if name in CALLBACK_WAKERS:
-                role.add_to_policy(iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=[machine]))
+            self._keyed_items(name, table, actions, "CALLBACK#")
+        self._wakes(CALLBACK_WAKERS, state_machine_name)
 
     def connect_event_bus(self, bus: events.IEventBus) -> None:
         """finalize (the completion event) and sweep (deadline warnings) put events on the CRM's bus

@@ -133,14 +133,18 @@ def _holder(task: StepState) -> str:
 
 
 def _release(rt: Runtime, task: StepState) -> None:
-    """Give the action's vendor slot back (a no-op without a limit); never fails the step: a slot not given
-    back expires with its lease."""
-    if rt.limits is None or rt.limits.jobs(task.vendor) is None:
+    _release_slot(rt, task.vendor, _holder(task))
+
+
+def _release_slot(rt: Runtime, vendor: str, holder: str) -> None:
+    """Give a vendor slot back (a no-op without a limit); never fails the step: a slot not given back expires
+    with its lease."""
+    if rt.limits is None or rt.limits.jobs(vendor) is None:
         return
     try:
-        rt.limits.release(task.vendor, _holder(task))
+        rt.limits.release(vendor, holder)
     except Exception as exc:
-        log.warning("vendor slot not released", extra={"error": type(exc).__name__, "vendor": task.vendor})
+        log.warning("vendor slot not released", extra={"error": type(exc).__name__, "vendor": vendor})
 
 
 def _wait_until(moment: datetime, now: datetime) -> str:
@@ -905,13 +909,8 @@ def record(payload: dict[str, Any], rt: Runtime) -> dict[str, Any]:
                 said = {"by": gate.get("decided_by"), "at": gate.get("decided_at"), "reason": gate.get("reason")}
                 raw["error"] = {**error, "Cause": json.dumps(said)}
     outcome = _outcome(raw, rt, request_id)
-    if rt.limits is not None:  # however the action ended, its vendor slot (if any) is given back
-        try:
-            rt.limits.release(
-                outcome.vendor, holder_of(request_id, int(payload.get("attempt") or 1), outcome.action.value)
-            )
-        except Exception as exc:
-            log.warning("vendor slot not released", extra={"error": type(exc).__name__, "vendor": outcome.vendor})
+    # However the action ended, its vendor slot (if any) is given back.
+    _release_slot(rt, outcome.vendor, holder_of(request_id, int(payload.get("attempt") or 1), outcome.action.value))
     payload_out = outcome.model_dump(mode="json")
     rt.store.put_json(outcome_key(request_id, outcome.vendor, outcome.action.value), payload_out)
     if rt.ledger is not None:

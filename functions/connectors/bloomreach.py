@@ -26,10 +26,9 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import IO, Annotated, Any, ClassVar, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, field_validator
+from pydantic import ConfigDict, Field, SecretStr, StrictInt, field_validator
 
 from connectors.base import (
     Action,
@@ -46,8 +45,13 @@ from connectors.base import (
 )
 from core.clock import iso_z
 from core.errors import ArchiveInvalid, ArchiveTransferError, UnsupportedAction, VendorError
-from core.http import VendorHttp, checked, checked_chunks, content_length
+from core.model import Model
 from core.verify import top_level_summary  # bounded-memory JSON top level; re-exported for callers
+
+if TYPE_CHECKING:
+    import requests
+
+    from core.http import VendorHttp
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class BloomreachCredentials(Credentials):
 # --- bulk export body (every documented field) ------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -173,6 +177,8 @@ class BloomreachConnector:
     export_one_max_bytes: int = EXPORT_ONE_MAX_BYTES
 
     def __init__(self, credentials: BloomreachCredentials | dict[str, Any], http: VendorHttp | None = None):
+        from core.http import VendorHttp
+
         if not isinstance(credentials, BloomreachCredentials):
             credentials = parse_credentials(self.name, BloomreachCredentials, credentials)
         self.credentials: BloomreachCredentials = credentials
@@ -291,6 +297,8 @@ class BloomreachConnector:
         """The anonymization's plan. export-one is read-only: its answer (the customer's data) is streamed,
         checked for `success: true` with bounded memory and discarded; a 404 "customer does not exist" means
         there would be nothing to anonymize."""
+        from core.http import checked_chunks, content_length
+
         reason = self.cannot_act_on(subject, action)
         if reason is not None:
             raise UnsupportedAction(f"{self.name}: {reason}")
@@ -321,6 +329,10 @@ class BloomreachConnector:
 
     def export_all(self, options: BulkExportOptions) -> Archive:
         """Every customer of the project (or of one segment), streamed: it can be very large."""
+        import requests
+
+        from core.http import checked, content_length
+
         response = self._post("export", options.to_body(), call="bulk export", stream=True)
         try:
             pieces = response.iter_content(CHUNK)
@@ -389,6 +401,8 @@ class BloomreachConnector:
         )
 
     def _spool(self, response: requests.Response) -> tuple[IO[bytes], int]:
+        from core.http import checked_chunks, content_length
+
         # Not a with-block: the spool outlives this call (it is the archive handed on), closed by its owner.
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.spool_memory_bytes)  # noqa: SIM115
         size = 0

@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import requests
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -44,8 +43,12 @@ from connectors.base import (
 )
 from core.clock import iso_z
 from core.errors import DETAIL_LIMIT, ArchiveInvalid, UnsupportedAction, VendorError, cap
-from core.http import VendorHttp, checked_chunks, content_length
 from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
+
+if TYPE_CHECKING:
+    import requests
+
+    from core.http import VendorHttp
 
 CHUNK_SIZE = 256 * 1024
 # A JSON status document where a zip was expected is short; never read more than this of it.
@@ -147,6 +150,8 @@ class ElevateConnector:
     native_dry_run: ClassVar[frozenset[Action]] = frozenset()
 
     def __init__(self, credentials: ElevateCredentials | dict[str, Any] | str, http: VendorHttp | None = None):
+        from core.http import VendorHttp
+
         if not isinstance(credentials, ElevateCredentials):
             credentials = parse_credentials(self.name, ElevateCredentials, credentials)
         creds: ElevateCredentials = credentials
@@ -226,6 +231,8 @@ class ElevateConnector:
         return Progress.pending(next_at, f"{what} {PENDING[word]}", vendor_status=word)
 
     def collect(self, job: Job, ctx: JobContext) -> list[Archive]:
+        from core.http import checked_chunks, content_length
+
         if job.action is Action.ERASE:
             return []  # a removal job leaves nothing to download
         jid = self._jid(job)
@@ -374,6 +381,8 @@ _NOT_JSON: Any = object()
 def _bounded_json(response: requests.Response) -> Any:
     """The body parsed as JSON, reading at most JSON_ANSWER_LIMIT bytes; _NOT_JSON when it is not JSON (or
     longer: no status document is). Always closes the response."""
+    import requests
+
     body = b""
     try:
         for chunk in response.iter_content(64 * 1024):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import quote, urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
@@ -40,8 +40,11 @@ from connectors.base import (
 )
 from core.clock import iso_z, scaled
 from core.errors import DETAIL_LIMIT, ArchiveInvalid, UnsupportedAction, VendorError, VendorTransientError, cap
-from core.http import VendorHttp, check_download_url, checked_chunks, content_length
+from core.model import Model
 from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
+
+if TYPE_CHECKING:
+    from core.http import VendorHttp
 
 log = logging.getLogger(__name__)
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
@@ -74,20 +77,20 @@ class QualifioCredentials(Credentials):
 # --- vendor answers (only the fields we use; profile contents are never kept) ---------------------------
 
 
-class _Profile(BaseModel):
+class _Profile(Model):
     model_config = ConfigDict(extra="ignore")
 
     id: int | str
     email: str | None = None
 
 
-class _RuleStatus(BaseModel):
+class _RuleStatus(Model):
     model_config = ConfigDict(extra="ignore")
 
     status: str
 
 
-class _Rule(BaseModel):
+class _Rule(Model):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str = Field(alias="_id")
@@ -104,7 +107,7 @@ class _Rule(BaseModel):
         return self.rule_status.status
 
 
-class _ArchiveLocation(BaseModel):
+class _ArchiveLocation(Model):
     model_config = ConfigDict(extra="ignore")
 
     url: str = Field(min_length=1)
@@ -138,6 +141,8 @@ class QualifioConnector:
     callbacks: ClassVar[frozenset[Action]] = frozenset({Action.EXPORT})
 
     def __init__(self, credentials: QualifioCredentials, http: VendorHttp | None = None):
+        from core.http import VendorHttp
+
         self.credentials = credentials
         self.http = http or VendorHttp(self.name)
         self.http.redact[credentials.api_token.get_secret_value()] = "***"
@@ -237,6 +242,8 @@ class QualifioConnector:
         )
 
     def collect(self, job: Job, ctx: JobContext) -> list[Archive]:
+        from core.http import check_download_url, checked_chunks, content_length
+
         # Erasure has no deliverable; "no data held" has nothing to deliver.
         if job.action is Action.ERASE or job.state.get("no_profiles"):
             return []

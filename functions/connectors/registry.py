@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Connector, parse_credentials
 from core.errors import ConfigError
-from core.http import VendorHttp
+
+if TYPE_CHECKING:
+    from core.http import VendorHttp
 
 # name -> "module:Class", imported on first use so one Lambda loads only what it needs.
 CONNECTORS: dict[str, str] = {

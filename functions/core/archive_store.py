@@ -93,10 +93,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from core.domain import Archive
 from core.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveTransferError, DsrError
+from core.model import Model
 from core.verify import Verifier, verifier_for
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def failure(exc: BaseException, attempts: int = S3_ATTEMPTS) -> str:
     return f"({error_code(exc)}) after {attempts} attempts" if is_transient(exc) else f"({error_code(exc)})"
 
 
-class StoredArchive(BaseModel):
+class StoredArchive(Model):
     """One archive as it landed in S3; embedded in the manifest as proof."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from core.errors import DsrError
 from core.intake import Accepted, InvalidRequest, RequestConflict, parse_object, parse_request
+from core.model import Model
 from core.models import MAX_BODY_BYTES, DsrRequest
 
 BULK_PREFIX = "bulk/"
@@ -56,13 +57,13 @@ class InvalidBatch(DsrError):
         super().__init__(f"bulk: the batch {message}")
 
 
-class LineRef(BaseModel):
+class LineRef(Model):
     line: int = Field(ge=1)  # 1-based, physical lines (blank ones count)
     start: int = Field(ge=0)
     end: int = Field(ge=0)  # exclusive
 
 
-class Item(BaseModel):
+class Item(Model):
     """One Map item as the ASL's ItemSelector builds it: references only."""
 
     batch_id: str
@@ -73,12 +74,12 @@ class Item(BaseModel):
     end: int = Field(ge=0)
 
 
-class FieldError(BaseModel):
+class FieldError(Model):
     field: str
     message: str
 
 
-class Row(BaseModel):
+class Row(Model):
     """One line of the result file. Never a value from the line: ids, a status and intake's fixed wording."""
 
     line: int
@@ -228,7 +229,7 @@ def kms_mac(kms: Any, key_id: str) -> Callable[[bytes], bytes]:
     return mac
 
 
-class BatchStarted(BaseModel):
+class BatchStarted(Model):
     """202 of POST /requests/bulk (200: the same batch again, nothing new started)."""
 
     batch_id: str

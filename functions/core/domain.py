@@ -33,10 +33,11 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from core.clock import scaled, utcnow
 from core.errors import DETAIL_LIMIT, cap
+from core.model import Model
 from core.safe import safe_word
 
 # Everything below travels through the execution history (256 KiB per state): caps by construction.
@@ -50,7 +51,7 @@ class Action(str, Enum):
     ERASE = "erase"
 
 
-class Subject(BaseModel):
+class Subject(Model):
     """Who the request is about. PII: stored encrypted in S3, never in the execution history or logs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +62,7 @@ class Subject(BaseModel):
     customer_ids: dict[str, str] = Field(default_factory=dict)
 
 
-class JobContext(BaseModel):
+class JobContext(Model):
     """What a connector may know about the request besides the subject."""
 
     model_config = ConfigDict(extra="forbid")
@@ -97,7 +98,7 @@ class JobContext(BaseModel):
         return word
 
 
-class Job(BaseModel):
+class Job(Model):
     """A submitted vendor job. Serialised into the execution history: ids and times only."""
 
     model_config = ConfigDict(extra="forbid")
@@ -125,7 +126,7 @@ class Job(BaseModel):
         return value
 
 
-class Progress(BaseModel):
+class Progress(Model):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["pending", "ready", "failed", "needs_approval"]
@@ -209,7 +210,7 @@ class Archive:
 MIN_REAL_DEADLINE = timedelta(seconds=5)
 
 
-class Schedule(BaseModel):
+class Schedule(Model):
     """When a connector looks at a job, in vendor time; the local time-scale shrinks it to real time.
 
     first_check: after submission; then `interval`, multiplied by `backoff` after each check up to
@@ -280,7 +281,7 @@ class Schedule(BaseModel):
         return min(now + scaled(self.gap(job.checks, elapsed)), max(job.deadline_at, now))
 
 
-class Credentials(BaseModel):
+class Credentials(Model):
     """Base of every vendor's credentials JSON (one Secrets Manager secret or one local-file object)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -295,7 +296,7 @@ class Credentials(BaseModel):
         return value.rstrip("/")
 
 
-class DryRunPlan(BaseModel):
+class DryRunPlan(Model):
     """What a destructive action would have sent, for a dry run's `planned` outcome. No values: the call is a
     method and a path template ("POST /api/v2/event-data/create-remove-customer-job?customerKey={customerKey}"),
     `verified` says what the read-only probe proved, in fixed wording."""

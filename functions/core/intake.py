@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from core.clock import iso_z, utcnow
 from core.domain import Action, Connector
 from core.errors import ConfigError, DsrError
 from core.events import deliver
 from core.ledger import Ledger
+from core.model import Model
 from core.models import (
     MAX_BODY_BYTES,
     MAX_NESTING,
@@ -296,7 +297,7 @@ def execution_input(stored: StoredRequest, approval: ApprovalGate = "none") -> E
     )
 
 
-class Accepted(BaseModel):
+class Accepted(Model):
     request_id: str
     status: str  # "accepted" (new) | "duplicate" (already known: nothing new started)
     execution_arn: str

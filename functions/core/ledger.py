@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.clock import utcnow
+from core.dynamo import from_attr, to_attr
 from core.models import Manifest, StoredRequest
 from core.safe import scrub, subject_values
 
@@ -81,8 +81,6 @@ THROTTLED = {
 }
 OWN_RETRIES = 2  # on top of botocore's
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 _counter = itertools.count()
 
 
@@ -118,7 +116,7 @@ def _package_view(ref: Any) -> dict[str, Any]:
 
 
 def _av(value: Any) -> AttributeValueTypeDef:
-    return _serializer.serialize(value)
+    return to_attr(value)  # type: ignore[return-value]  # the stubs' union of shapes
 
 
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,7 +270,7 @@ class Ledger:
                 )
             raw = answer.get("Attributes", {}).get("expires_at")
             if raw is not None:
-                expires.append(int(_deserializer.deserialize(raw)))
+                expires.append(int(from_attr(raw)))
 
         ok = self._write(event, update)
         audit = {"event": event, **{k: v for k, v in fields.items() if k not in ("at", "state")}}
@@ -458,7 +456,7 @@ class Ledger:
             ExpressionAttributeValues={":pk": _av(pk(request_id)), ":approval": _av(APPROVAL_SK)},
             ConsistentRead=True,
         )
-        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in page.get("Items", [])]
+        items = [{k: _plain(from_attr(v)) for k, v in i.items()} for i in page.get("Items", [])]
         return [i for i in items if i.get("state") == "open"]
 
     def deciding(self, gate: dict[str, Any], decision: str, *, by: str, reason: str | None) -> None:
@@ -493,7 +491,7 @@ class Ledger:
             TableName=self.table, Key=self._key(request_id, f"{APPROVAL_SK}{vendor}#{action}"), ConsistentRead=True
         )
         raw = answer.get("Item")
-        return {k: _plain(_deserializer.deserialize(v)) for k, v in raw.items()} if raw else None
+        return {k: _plain(from_attr(v)) for k, v in raw.items()} if raw else None
 
     def decided(self, gate: dict[str, Any], decision: str, *, by: str, reason: str | None, still_open: int) -> None:
         """Record a decision the workflow has already taken (SendTaskSuccess/Failure succeeded): the gate is
@@ -640,7 +638,7 @@ class Ledger:
         if start:
             kwargs["ExclusiveStartKey"] = start
         answer = self.client.query(**kwargs)
-        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in answer.get("Items", [])]
+        items = [{k: _plain(from_attr(v)) for k, v in i.items()} for i in answer.get("Items", [])]
         return items, answer.get("LastEvaluatedKey")
 
     def audit_page(
@@ -655,7 +653,7 @@ class Ledger:
         if start:
             kwargs["ExclusiveStartKey"] = start
         answer = self.client.query(**kwargs)
-        items = [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in answer.get("Items", [])]
+        items = [{k: _plain(from_attr(v)) for k, v in i.items()} for i in answer.get("Items", [])]
         return items, answer.get("LastEvaluatedKey")
 
     # --- reads -------------------------------------------------------------------------------------------
@@ -671,7 +669,7 @@ class Ledger:
         raw = answer.get("Item")
         if raw is None:
             return None
-        return {k: _plain(_deserializer.deserialize(v)) for k, v in raw.items()}
+        return {k: _plain(from_attr(v)) for k, v in raw.items()}
 
     def view(self, request_id: str) -> dict[str, Any] | None:
         """What GET /requests/{id} shows: overall status, deadline, days left and per vendor action its state,
@@ -723,7 +721,7 @@ class Ledger:
         }
         while True:
             page = self.client.query(**kwargs)
-            items += [{k: _plain(_deserializer.deserialize(v)) for k, v in i.items()} for i in page.get("Items", [])]
+            items += [{k: _plain(from_attr(v)) for k, v in i.items()} for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -746,7 +744,7 @@ class Ledger:
         """The request item's own expires_at from an update's ALL_NEW answer: every item of a request expires
         with it (received_at + the retention), whenever it was written."""
         raw = (answer or {}).get("Attributes", {}).get("expires_at")
-        return int(_deserializer.deserialize(raw)) if raw is not None else self._expires(now)
+        return int(from_attr(raw)) if raw is not None else self._expires(now)
 
     def _expires(self, received_at: datetime) -> int:
         return int((received_at + self.retention).timestamp())
@@ -810,7 +808,7 @@ class Ledger:
         while True:
             page = self.client.query(**kwargs)
             for raw in page.get("Items", []):
-                yield {k: _plain(_deserializer.deserialize(v)) for k, v in raw.items()}
+                yield {k: _plain(from_attr(v)) for k, v in raw.items()}
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from core.clock import iso_z, utcnow
 from core.errors import ConfigError, VendorBusy
+from core.model import Model
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -59,7 +60,7 @@ SLOT_WAITS = 2
 MAX_PACE_WAITS = 8
 
 
-class VendorLimit(BaseModel):
+class VendorLimit(Model):
     """One vendor's limits (context `vendorLimits` → VENDOR_LIMITS): unset means unlimited."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -28,6 +27,7 @@ from pydantic import (
 from core.archive_store import StoredArchive
 from core.clock import utcnow
 from core.domain import Action, Job, Progress, Subject
+from core.model import Model
 
 # --- What intake accepts (anything beyond is a 400 naming the field) ------------------------------------
 # Step Functions execution names: 1-80 of letters, digits, '-' and '_' (the request id is the name).
@@ -198,7 +198,7 @@ class RequestSubject(Subject):
         return self
 
 
-class DsrRequest(BaseModel):
+class DsrRequest(Model):
     """A data-subject request, the same for the API body, the EventBridge detail and the CLI.
 
     Strict: strings are JSON strings, `dry_run` a JSON boolean, `actions` the strings "export"/"erase", and
@@ -261,7 +261,7 @@ class DsrRequest(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class VendorPlan(BaseModel):
+class VendorPlan(Model):
     """One vendor's share of a request: `actions` is everything asked of it, `run` what this attempt runs
     (a retry re-runs only what failed, was withheld or denied; an erase still checks the export of `actions`)."""
 
@@ -276,13 +276,13 @@ class VendorPlan(BaseModel):
         return self
 
 
-class Skipped(BaseModel):
+class Skipped(Model):
     vendor: str
     action: Action
     reason: str
 
 
-class StoredRequest(BaseModel):
+class StoredRequest(Model):
     """The normalised request, written encrypted to requests/{id}/request.json. Holds PII."""
 
     request_id: str
@@ -302,7 +302,7 @@ class StoredRequest(BaseModel):
 ApprovalGate = Literal["none", "erase", "all"]  # which actions wait for a person's decision (REQUIRE_APPROVAL)
 
 
-class ExecutionInput(BaseModel):
+class ExecutionInput(Model):
     """The state machine's input: no PII, only what the Map and the console need. Bounded by construction
     (intake accepts only this deployment's vendors), so no state can approach Step Functions' 256 KiB.
 
@@ -319,7 +319,7 @@ class ExecutionInput(BaseModel):
     attempt: int = Field(default=1, ge=1)
 
 
-class Approval(BaseModel):
+class Approval(Model):
     """A person's decision on one vendor action, as POST /requests/{id}/approve hands it to the workflow."""
 
     by: str  # the approver's IAM principal (ARN), as API Gateway passes it
@@ -327,7 +327,7 @@ class Approval(BaseModel):
     reason: str | None = None
 
 
-class ApprovalWait(BaseModel):
+class ApprovalWait(Model):
     """How long the approval gate holds: until `until` (real time), the request's deadline `deadline` at
     scale 1; `seconds` is the Task's TimeoutSecondsPath."""
 
@@ -337,7 +337,7 @@ class ApprovalWait(BaseModel):
     timed_out: bool = False
 
 
-class Queued(BaseModel):
+class Queued(Model):
     """A vendor action waiting for our own per-vendor limit (core/limits.py) before its job is submitted: on a
     free slot (jobs in flight) or on the pace (calls per second). Never a failure."""
 
@@ -347,7 +347,7 @@ class Queued(BaseModel):
     until: datetime  # the end of the slot's lease once handed over (the job's own deadline)
 
 
-class StepState(BaseModel):
+class StepState(Model):
     """The one state a vendor action carries through its branch of the workflow: every job task (approval,
     submit, check) takes it and returns it. `next_check_at` is when the Wait state wakes the next check
     (whole seconds, never early: the Wait's TimestampPath); the job holds the connector's own schedule."""
@@ -380,7 +380,7 @@ OutcomeStatus = Literal["completed", "planned", "failed", "skipped", "denied", "
 OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("completed", "planned", "failed", "skipped", "denied", "cancelled")
 
 
-class AttemptOutcome(BaseModel):
+class AttemptOutcome(Model):
     """What one attempt (execution) did with a vendor action: the manifest keeps every attempt."""
 
     attempt: int
@@ -389,7 +389,7 @@ class AttemptOutcome(BaseModel):
     finished_at: datetime | None = None
 
 
-class ActionOutcome(BaseModel):
+class ActionOutcome(Model):
     """One vendor action's result, as the Map iteration returns it and the manifest records it.
 
     Every text here is allow-listed (see core/safe.py): fixed wording, names, counts, validated ids and
@@ -428,7 +428,7 @@ class ActionOutcome(BaseModel):
         return value if value is None or len(value) <= 700 else value[:699] + "…"
 
 
-class PackageRef(BaseModel):
+class PackageRef(Model):
     """The access package as the manifest and the ledger record it (core/package.py builds it): ids, sizes and a
     digest, never a file name from the package (a vendor's member names can hold the subject's values).
 
@@ -452,7 +452,7 @@ class PackageRef(BaseModel):
     error: str | None = None
 
 
-class Manifest(BaseModel):
+class Manifest(Model):
     """The proof: requests/{id}/manifest.json and the execution's output."""
 
     request_id: str

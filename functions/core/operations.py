@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
 from core.archive_store import NOT_FOUND, error_code, failure, is_transient, with_retries
 from core.clock import iso_z, utcnow
@@ -39,6 +39,7 @@ from core.errors import DsrError, StoreUnavailable
 from core.events import deliver
 from core.intake import InvalidRequest, execution_arn
 from core.ledger import FINISHED, RUNNING, Ledger
+from core.model import Model
 from core.models import (
     MAX_EXTENSION_DAYS,
     MAX_EXTENSIONS,
@@ -94,7 +95,7 @@ class AuditUnavailable(DsrError):
 # --- the bodies the routes accept (declared once: the API's validation and its OpenAPI document) -------------
 
 
-class _Body(BaseModel):
+class _Body(Model):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 

@@ -1,15 +1,36 @@
-"""Vendor credentials from Secrets Manager, through Powertools' parameters utility (cached per container)."""
+"""Vendor credentials from Secrets Manager, cached per container for SECRETS_MAX_AGE seconds.
+
+A few lines here rather than Powertools' parameters utility, which imports boto3 and its AppConfig, SSM and
+DynamoDB providers into every vendor task for one GetSecretValue (issue 11, cold start). The cache keeps the
+value for `max_age` seconds, so a rotated secret is picked up without a cold start.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
+from botocore.exceptions import BotoCoreError, ClientError
 
+from core import aws
 from core.errors import ConfigError
 from core.settings import settings
 
 _KNOWN_CODES = ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException")
+_lock = threading.Lock()
+_client: list[Any] = []  # the Secrets Manager client, built at the first read
+_values: dict[str, tuple[float, str]] = {}  # secret id -> (read at, monotonic; the value)
+
+
+def _read(secret_id: str) -> str | None:
+    """The secret's text, None where it holds only a binary value."""
+    with _lock:
+        if not _client:
+            _client.append(aws.client("secretsmanager"))
+        client = _client[0]
+    value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    return value if isinstance(value, str) else None
 
 
 def vendor_credentials(vendor: str) -> Any:
@@ -17,20 +38,33 @@ def vendor_credentials(vendor: str) -> Any:
     secret_id = settings().vendor_secrets.get(vendor)
     if not secret_id:
         raise ConfigError(vendor, "VENDOR_SECRETS", "has no secret for this vendor: it is not enabled")
+    now = time.monotonic()
+    cached = _values.get(secret_id)
+    if cached is not None and now - cached[0] < settings().secrets_max_age:
+        return cached[1]
     try:
-        value = parameters.get_secret(secret_id, max_age=settings().secrets_max_age)
-    except parameters.exceptions.GetParameterError as exc:
-        # Powertools keeps only the SDK's message: "An error occurred (Code) when calling ...".
-        code = next((c for c in _KNOWN_CODES if c in str(exc)), "see the function's permissions and the secret")
+        value = _read(secret_id)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "ResourceNotFoundException":
             problem = (
                 f"secret {secret_id} holds no value yet (or does not exist): put the vendor's credentials JSON into it"
             )
         else:
-            problem = f"secret {secret_id} could not be read ({code})"
+            shown = code if code in _KNOWN_CODES else "see the function's permissions and the secret"
+            problem = f"secret {secret_id} could not be read ({shown})"
         raise ConfigError(vendor, "(secret)", problem) from None
+    except BotoCoreError as exc:
+        raise ConfigError(vendor, "(secret)", f"secret {secret_id} could not be read ({type(exc).__name__})") from None
+    if value is None:
+        raise ConfigError(
+            vendor, "(secret)", f"secret {secret_id} holds a binary value: put the credentials JSON as text"
+        )
+    _values[secret_id] = (now, value)
     return value
 
 
 def clear_cache() -> None:
-    parameters.clear_caches()
+    with _lock:
+        _client.clear()
+        _values.clear()

@@ -7,13 +7,14 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from core.errors import ConfigError
 from core.limits import VendorLimit, parse_limits
+from core.model import Model
 
 
-class Settings(BaseModel):
+class Settings(Model):
     archive_bucket: str = Field(min_length=3)
     archive_kms_key_id: str = Field(min_length=1)
     vendor_secrets: dict[str, str] = Field(default_factory=dict)

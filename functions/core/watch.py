@@ -24,11 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from core.errors import EventNotDelivered
 from core.events import emit
 from core.ledger import Ledger
+from core.model import Model
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -39,7 +40,7 @@ WARN_WITHIN = timedelta(days=7)  # "due soon": the deadline is at most this far 
 METRICS = ("OpenRequests", "RequestsDueSoon", "RequestsOverdue")
 
 
-class SweepResult(BaseModel):
+class SweepResult(Model):
     open: int = 0  # open requests (in the open-by-deadline index)
     due_soon: int = 0  # now <= deadline <= now + WARN_WITHIN
     overdue: int = 0  # deadline < now

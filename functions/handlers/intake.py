@@ -56,6 +56,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SkipValid
 from connectors import registry
 from core import bulk, intake, operations
 from core.clock import utcnow
+from core.model import Model
 from core.models import RECEIVED_AT_FORMAT, REQUEST_ID_PATTERN, DsrRequest, parse_received_at
 from core.operations import DEFAULT_PAGE, MAX_PAGE, CancelBody, Decision, Denial, Extension, RetryBody
 from core.settings import settings
@@ -109,26 +110,26 @@ NextToken = Annotated[
 ]
 
 
-class FieldProblem(BaseModel):
+class FieldProblem(Model):
     field: str
     message: str
 
 
-class InvalidBody(BaseModel):
+class InvalidBody(Model):
     """400: what is wrong, field by field (never the value sent)."""
 
     error: Literal["invalid request"]
     fields: list[FieldProblem]
 
 
-class Problem(BaseModel):
+class Problem(Model):
     """404 (`not found`), 409 (`conflict`), 503 (`unavailable`), 500 (`internal error`)."""
 
     error: str
     message: str
 
 
-class PackageLink(BaseModel):
+class PackageLink(Model):
     """200 of GET /requests/{id}/package: a presigned GET of the access package (a bearer credential until
     `expires_at`: hand it only to whom may read the subject's data), with what to verify the download against."""
 

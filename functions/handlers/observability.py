@@ -8,16 +8,17 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.errors import DsrError, TaskCrashed
-from core.models import StepState
-from core.tasks import Runtime
-from handlers.runtime import runtime
+
+if TYPE_CHECKING:
+    from core.models import StepState
+    from core.tasks import Runtime
 
 logger = Logger(service="dsrflow")
 # Patched for X-Ray: the AWS SDK in every handler; the vendors' HTTP client (requests) only in the vendor tasks,
@@ -57,6 +58,8 @@ def job_task(
     # Here, not at the top: only the job-loop tasks bound their vendor calls (core.http is the HTTP client,
     # requests and urllib3), the other handlers share this module without them (issue 11, cold start).
     from core.http import invocation_deadline
+    from core.models import StepState
+    from handlers import runtime as wiring
 
     name = step.__name__
 
@@ -69,7 +72,7 @@ def job_task(
         started = time.monotonic()
         try:
             with invocation_deadline(context.get_remaining_time_in_millis() / 1000):
-                result = step(task, runtime())
+                result = step(task, wiring.runtime())
         except DsrError as exc:
             own = exc.message.removeprefix(f"{task.vendor}: ")
             exc.with_message(f"{task.vendor} {name}: {own}")

@@ -4,8 +4,9 @@ Clients are built once per container. It lives in `handlers`, not `core`, becaus
 tasks take a `Runtime` whose `connector_for` comes from `connectors.registry` (core never imports connectors).
 
 Every handler imports this module, so what only some of them need is imported where it is used (issue 11, cold
-start): the connectors and their secrets (HTTP clients, Powertools' parameters) by `connector_for`, which the
-vendor tasks import at once themselves (handlers/submit.py), and the operator routes (core.operations) by `ops`.
+start): the connectors and their secrets (HTTP clients) by `connector_for`, which the vendor tasks import at
+once themselves (handlers/submit.py); the operator routes (core.operations) by `ops`; the job loop and its
+models (core.tasks, core.ledger, core.store) by `runtime` and `ledger`, which the callback route never calls.
 tests/unit/test_cold_start.py keeps them out of the other handlers' imports.
 """
 
@@ -14,14 +15,11 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Literal, overload
 
-import boto3
 from botocore.config import Config
 
+from core import aws
 from core.errors import ConfigError
-from core.ledger import Ledger
 from core.settings import settings
-from core.store import Store
-from core.tasks import Runtime
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -32,8 +30,10 @@ if TYPE_CHECKING:
 
     from connectors.base import Connector
     from core.callbacks import Callbacks
+    from core.ledger import Ledger
     from core.limits import Limits
     from core.operations import Ops
+    from core.tasks import Runtime
 
 
 @overload
@@ -50,17 +50,22 @@ def client(service: Literal["kms"]) -> KMSClient: ...
 def client(
     service: Literal["s3", "events", "stepfunctions", "dynamodb", "kms"],
 ) -> S3Client | EventBridgeClient | SFNClient | DynamoDBClient | KMSClient:
+    # Typed by the overloads above (a botocore client is typed Any: the stubs type boto3.client's answer).
+    made: S3Client | EventBridgeClient | SFNClient | DynamoDBClient | KMSClient
     if service == "dynamodb":
         # The ledger's writes: botocore's standard retries first (core.ledger adds its own on throttling).
-        return boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
-    return boto3.client(service)
+        made = aws.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    else:
+        made = aws.client(service)
+    return made
 
 
 @cache
 def presigner() -> S3Client:
     """The client that signs links to the access package (GET /requests/{id}/package): SigV4 (botocore presigns
     with SigV2 unless the signature version is set explicitly) on the bucket's regional virtual-hosted endpoint."""
-    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+    signer: S3Client = aws.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+    return signer
 
 
 def connector_for(vendor: str) -> Connector:
@@ -85,6 +90,8 @@ def ledger() -> Ledger | None:
     s = settings()
     if not s.ledger_table:
         return None
+    from core.ledger import Ledger
+
     return Ledger(client("dynamodb"), s.ledger_table, retention_days=s.ledger_retention_days, metric=_ledger_metric)
 
 
@@ -109,6 +116,11 @@ def callbacks() -> Callbacks | None:
 
 
 def runtime() -> Runtime:
+    # Here, not at the top: core.tasks holds the job loop and its models, which the callback route, the sweep
+    # and the bulk functions never run (issue 11, cold start).
+    from core.store import Store
+    from core.tasks import Runtime
+
     s = settings()
     return Runtime(
         store=Store(client("s3"), s.archive_bucket, s.archive_kms_key_id),
@@ -127,6 +139,7 @@ def reset() -> None:
     client.cache_clear()  # type: ignore[attr-defined]  # the @cache wrapper behind the overloads
     presigner.cache_clear()
     settings.cache_clear()
+    aws.reset()
 
 
 def ops() -> Ops:

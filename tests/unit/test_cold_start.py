@@ -91,16 +91,26 @@ def test_without_the_lambdas_python_the_layer_is_not_built_and_says_why(tmp_path
     assert not (tmp_path / "stamp").exists()
 
 
-# Modules that only some handlers use, imported where they are used (handlers/runtime.py, handlers/observability.py):
-# module -> the handlers whose import may load it.
+# Modules that only some handlers use, imported where they are used (handlers/runtime.py, handlers/observability.py,
+# the connectors): module -> the handlers whose import may load it.
 VENDOR_TASKS = frozenset({"submit", "check", "collect"})
+JOB_LOOP = VENDOR_TASKS | {"approval", "park", "record", "finalize", "package"}  # the tasks that take a Runtime
 LATE: dict[str, frozenset[str]] = {
+    # No handler: botocore's clients (core/aws.py), the ledger's own codec (core/dynamo.py) and the secret cache
+    # (core/secrets.py) replace boto3 and Powertools' parameters, which import boto3 and s3transfer.
+    "boto3": frozenset(),
+    "s3transfer": frozenset(),
+    "aws_lambda_powertools.utilities.parameters": frozenset(),
     "core.operations": frozenset({"intake"}),  # the operator routes (runtime.ops)
     "core.secrets": VENDOR_TASKS,  # vendor credentials (runtime.connector_for)
-    "aws_lambda_powertools.utilities.parameters": VENDOR_TASKS,
     "connectors.registry": VENDOR_TASKS | {"intake", "bulk_item"},  # intake and bulk_item list the vendors
-    "core.http": VENDOR_TASKS
-    | {"intake", "approval", "bulk_item"},  # observability.job_task's deadline; the connectors
+    # The vendors' HTTP client: the connectors import it where they call a vendor, so intake and bulk_item, which
+    # only ask a connector class what a subject lacks, never load it; job_task's invocation deadline does.
+    "requests": JOB_LOOP - {"park", "record", "finalize", "package"},
+    "core.http": JOB_LOOP - {"park", "record", "finalize", "package"},
+    "connectors.elevate": frozenset(),  # a connector module: at its first use (registry.connector_class)
+    "core.tasks": JOB_LOOP,  # the job loop and its models: not the callback route, the sweep or bulk intake
+    "core.ledger": frozenset(set(HANDLERS) - {"callback"}),
 }
 
 
@@ -135,9 +145,9 @@ def test_tracing_patches_the_vendor_http_client_only_in_the_vendor_tasks(name: s
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "aws_xray_sdk" in loaded  # tracing is on in this run: the check below means something
-    # The vendor tasks; intake and bulk_item list the vendors; approval wraps its step with job_task at import,
-    # whose invocation deadline lives in core.http (see LATE).
-    http_users = VENDOR_TASKS | {"intake", "bulk_item", "approval"}
+    # The vendor tasks; approval wraps its step with job_task at import, whose invocation deadline lives in
+    # core.http (see LATE).
+    http_users = VENDOR_TASKS | {"approval"}
     if name not in http_users:
         assert "requests" not in loaded and "http.cookiejar" not in loaded, name
 

@@ -1,4 +1,5 @@
-"""Vendor credentials from Secrets Manager (moto) through Powertools: what an operator sees when they are wrong."""
+"""Vendor credentials from Secrets Manager (moto), cached per container: what an operator sees when they are wrong,
+and when a rotated value is picked up."""
 
 from __future__ import annotations
 
@@ -56,6 +57,48 @@ def test_malformed_credentials_name_the_field_not_the_value(env):
     with pytest.raises(ConfigError) as err:
         registry.build("elevate", secrets.vendor_credentials("elevate"))
     assert "base_url" in str(err.value) and "k-123" not in str(err.value)
+
+
+def test_a_value_is_read_once_per_max_age_and_a_rotated_one_is_picked_up_after_it(env, monkeypatch):
+    env.create_secret(
+        Name="dsrflow/elevate", SecretString=json.dumps({"base_url": "https://a.example", "api_key": "k1"})
+    )
+    clock = [1000.0]
+    monkeypatch.setattr(secrets.time, "monotonic", lambda: clock[0])
+    calls = []
+    real = secrets._read
+    monkeypatch.setattr(secrets, "_read", lambda secret_id: calls.append(secret_id) or real(secret_id))
+    first = secrets.vendor_credentials("elevate")
+    env.put_secret_value(
+        SecretId="dsrflow/elevate", SecretString=json.dumps({"base_url": "https://b.example", "api_key": "k2"})
+    )
+    clock[0] += settings().secrets_max_age - 1
+    assert secrets.vendor_credentials("elevate") == first  # within max_age: the cached value, no call
+    assert calls == ["dsrflow/elevate"]
+    clock[0] += 2
+    assert json.loads(secrets.vendor_credentials("elevate"))["api_key"] == "k2"  # rotated: read again
+    assert calls == ["dsrflow/elevate"] * 2
+
+
+def test_a_binary_secret_is_named_not_shown(env):
+    env.create_secret(Name="dsrflow/elevate", SecretBinary=b"k-123")
+    with pytest.raises(ConfigError, match="elevate: .*dsrflow/elevate holds a binary value") as err:
+        secrets.vendor_credentials("elevate")
+    assert "k-123" not in str(err.value)
+
+
+def test_a_denied_read_names_the_code(env, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    def denied(secret_id):
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "user x is not allowed"}}, "GetSecretValue"
+        )
+
+    monkeypatch.setattr(secrets, "_read", denied)
+    with pytest.raises(ConfigError, match=r"dsrflow/elevate could not be read \(AccessDeniedException\)") as err:
+        secrets.vendor_credentials("elevate")
+    assert "user x" not in str(err.value)
 
 
 def test_missing_setting_is_named(monkeypatch):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.errors import VendorError
-from handlers import observability
+from handlers import observability, runtime
 
 
 class Context:
@@ -41,7 +41,7 @@ TASK = {"request_id": "r-1", "vendor": "elevate", "action": "export", "actions":
 
 
 def test_a_completed_collect_puts_its_duration_its_status_and_the_time_to_complete(monkeypatch, capsys):
-    monkeypatch.setattr(observability, "runtime", lambda: None)
+    monkeypatch.setattr(runtime, "runtime", lambda: None)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
 
     def collect(task: Any, rt: Any) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def test_a_completed_collect_puts_its_duration_its_status_and_the_time_to_comple
 
 
 def test_a_failed_step_is_timed_too(monkeypatch, capsys):
-    monkeypatch.setattr(observability, "runtime", lambda: None)
+    monkeypatch.setattr(runtime, "runtime", lambda: None)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
 
     def submit(task: Any, rt: Any) -> dict[str, Any]:

@@ -177,9 +177,14 @@ class Limits:
         item is deleted only after: a waker that dies in between leaves a waiter that holds a slot, which the
         next settle (any release, park or submit, or the hourly deadline watch) wakes. A waiter whose branch
         has moved on (its token no longer waits) is dropped and its slot given to the next."""
+        return self._settle(vendor)[0]
+
+    def _settle(self, vendor: str) -> tuple[int, list[dict[str, Any]] | None]:
+        """settle's count, and the vendor's items as its last pass read them when that pass changed nothing
+        (acquire reads them instead of querying again: one Query fewer per limited submit), else None."""
         total = self.jobs(vendor)
         if total is None:
-            return 0
+            return 0, None
         woken = 0
         for _ in range(total + 8):  # each pass hands over at most one slot; bounded however items change
             now = _epoch(self.now())
@@ -188,12 +193,12 @@ class Limits:
             holders = set(live.values())
             waiters = sorted((i for i in items if i["sk"]["S"].startswith(WAIT)), key=lambda i: i["sk"]["S"])
             if not waiters:
-                return woken
+                return woken, items
             waiter = next((w for w in waiters if w["holder"]["S"] in holders), None)
             if waiter is None:
                 free = [f"{SLOT}{n:04d}" for n in range(total) if f"{SLOT}{n:04d}" not in live]
                 if not free:
-                    return woken
+                    return woken, items
                 waiter = waiters[0]
                 expires = int(waiter.get("lease", {}).get("N", "0")) or now + int(LEASE_MARGIN.total_seconds())
                 if not self._take(vendor, free[0], waiter["holder"]["S"], expires, now):
@@ -203,7 +208,7 @@ class Limits:
             else:
                 self.release(vendor, waiter["holder"]["S"], settle=False)  # nobody waits on it: free it again
             self._delete(vendor, waiter["sk"]["S"])
-        return woken
+        return woken, None
 
     def acquire(self, vendor: str, holder: str, until: datetime) -> bool:
         """Take a slot for `holder`, until `until` + LEASE_MARGIN (or find the one it holds or was handed);
@@ -211,9 +216,9 @@ class Limits:
         total = self.jobs(vendor)
         if total is None:
             return True
-        self.settle(vendor)
+        _, settled = self._settle(vendor)
         now = _epoch(self.now())
-        items = self._items(vendor)
+        items = settled if settled is not None else self._items(vendor)
         for waiter in (i for i in items if i["sk"]["S"].startswith(WAIT) and i["holder"]["S"] == holder):
             self._delete(vendor, waiter["sk"]["S"])  # it is awake now: its wait is over
         live = self._live_slots(items, now)

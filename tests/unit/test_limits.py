@@ -71,6 +71,17 @@ def test_slots_hold_the_limit_and_a_rerun_keeps_its_own(ddb):
     assert lim.acquire("elevate", "x#1#export", SOON)  # no limit for elevate
 
 
+def test_a_limited_submit_reads_the_vendors_items_once_when_nobody_waits(ddb):
+    queries: list[str] = []
+    ddb.meta.events.register("before-call.dynamodb.Query", lambda **kw: queries.append("query"))
+    lim = limits(ddb)
+    assert lim.acquire("qualifio", "a#1#export", SOON)
+    assert queries == ["query"]  # settle's read serves acquire too
+    assert lim.acquire("qualifio", "b#1#export", SOON)
+    assert not lim.acquire("qualifio", "c#1#export", SOON)
+    assert len(queries) == 3
+
+
 def test_an_expired_lease_frees_its_slot(ddb):
     lim = limits(ddb)
     past = datetime.now(UTC) - timedelta(days=1)

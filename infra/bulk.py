@@ -12,8 +12,10 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -121,6 +123,16 @@ class Bulk(Construct):
         # Files put under bulk/incoming/ start a batch: S3 sends every object event to EventBridge (a property of
         # the bucket, no notification custom resource); the rule matches that prefix only, so the work files
         # and results (bulk/work/, bulk/results/) and the API's bodies (bulk/api/) never start one.
+        # SQS-managed encryption, not the archive key: EventBridge may then send to it without a key policy, and
+        # an S3 event holds object names only. TLS only, 14 days (the SQS maximum) to fix and redrive; alarmed
+        # (infra/observability.py).
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "IncomingDeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
         cfn_bucket = bucket.node.default_child
         assert isinstance(cfn_bucket, s3.CfnBucket)
         cfn_bucket.add_property_override("NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
@@ -133,5 +145,21 @@ class Bulk(Construct):
                 detail_type=["Object Created"],
                 detail={"bucket": {"name": [bucket.bucket_name]}, "object": {"key": [{"prefix": INCOMING_PREFIX}]}},
             ),
-            targets=[targets.LambdaFunction(coordinator, max_event_age=Duration.hours(24), retry_attempts=185)],
+            targets=[
+                targets.LambdaFunction(
+                    coordinator,
+                    dead_letter_queue=self.dead_letter_queue,
+                    max_event_age=Duration.hours(24),
+                    retry_attempts=185,
+                )
+            ],
+        )
+        # EventBridge invokes the coordinator asynchronously: a delivery that fails for a day (above), or an
+        # invocation that still fails after Lambda's own 2 retries, lands in the queue instead of being dropped.
+        # The event names the bucket and the file (bulk/incoming/...), never a line; redriving it is safe (the
+        # batch id is derived from the file: a batch already started is not started twice).
+        coordinator.configure_async_invoke(
+            on_failure=destinations.SqsDestination(self.dead_letter_queue),
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
         )

@@ -64,6 +64,10 @@ DLQ = (
     "destination); a DLQ of a DLQ would only move the same messages. Its depth is alarmed."
 )
 
+BULK_DLQ = (
+    "This queue IS the dead-letter queue of bulk intake (the S3 event rule's target DLQ and the coordinator's "
+    "asynchronous on-failure destination); a DLQ of a DLQ would only move the same messages. Its depth is alarmed."
+)
 BULK_CHILDREN = (
     "A Distributed Map runs its children as executions of its own state machine: states:DescribeExecution and "
     "states:StopExecution on the bulk state machine's executions only, whose names are created at run time."
@@ -155,4 +159,7 @@ def apply_suppressions(stack: DsrflowStack) -> None:
 
     NagSuppressions.add_resource_suppressions(
         stack.triggers.dead_letter_queue, [NagPackSuppression(id="AwsSolutions-SQS3", reason=DLQ)]
+    )
+    NagSuppressions.add_resource_suppressions(
+        stack.bulk.dead_letter_queue, [NagPackSuppression(id="AwsSolutions-SQS3", reason=BULK_DLQ)]
     )

@@ -23,6 +23,7 @@ class Observability(Construct):
         *,
         stage: str,
         dead_letter_queue: sqs.IQueue,
+        bulk_dead_letter_queue: sqs.IQueue,
         state_machine: sfn.StateMachine,
         alarm_topic_arn: str | None,
     ) -> None:
@@ -38,6 +39,22 @@ class Observability(Construct):
                 "(14 days). Fix the cause, then redrive the queue."
             ),
             metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=period, statistic=cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.bulk_dlq_alarm = cloudwatch.Alarm(
+            self,
+            "BulkDeadLetters",
+            alarm_name=f"dsrflow-{stage}-bulk-dead-letters",
+            alarm_description=(
+                "A file put under bulk/incoming/ did not start its batch: its S3 event waits in the bulk "
+                "dead-letter queue (14 days). Fix the cause, then redrive the queue (a batch never starts twice)."
+            ),
+            metric=bulk_dead_letter_queue.metric_approximate_number_of_messages_visible(
                 period=period, statistic=cloudwatch.Stats.MAXIMUM
             ),
             threshold=1,
@@ -69,5 +86,5 @@ class Observability(Construct):
 
         if alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", alarm_topic_arn)
-            for alarm in (self.dlq_alarm, self.execution_alarm):
+            for alarm in (self.dlq_alarm, self.bulk_dlq_alarm, self.execution_alarm):
                 alarm.add_alarm_action(actions.SnsAction(topic))

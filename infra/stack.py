@@ -93,6 +93,7 @@ class DsrflowStack(Stack):
             "Observability",
             stage=config.stage,
             dead_letter_queue=self.triggers.dead_letter_queue,
+            bulk_dead_letter_queue=self.bulk.dead_letter_queue,
             state_machine=self.workflow.state_machine,
             alarm_topic_arn=config.alarm_topic_arn,
         )
@@ -107,7 +108,12 @@ class DsrflowStack(Stack):
             functions=fns,
             state_machine=self.workflow.state_machine,
             dead_letter_queue=self.triggers.dead_letter_queue,
-            alarms=[self.observability.dlq_alarm, self.observability.execution_alarm, *self.watch.alarms],
+            alarms=[
+                self.observability.dlq_alarm,
+                self.observability.bulk_dlq_alarm,
+                self.observability.execution_alarm,
+                *self.watch.alarms,
+            ],
         )
 
         CfnOutput(self, "ApiUrl", value=self.triggers.api.url, description="POST /requests, GET /requests/{id}")
@@ -125,6 +131,7 @@ class DsrflowStack(Stack):
             self, "EventBusName", value=config.event_bus_name, description="where the dsrflow events go (the CRM's bus)"
         )
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=self.triggers.dead_letter_queue.queue_url)
+        CfnOutput(self, "BulkDeadLetterQueueUrl", value=self.bulk.dead_letter_queue.queue_url)
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name, description="the CloudWatch dashboard")
         for vendor, secret in self.secrets.secrets.items():
             CfnOutput(

@@ -38,6 +38,12 @@ class Synth:
         assert len(found) == 1, f"expected one symmetric key, found {[k for k, _ in found]}"
         return found[0]
 
+    def queue(self, construct: str) -> tuple[str, dict[str, Any]]:
+        """The dead-letter queue of a construct: "Triggers" (the CRM rule and intake) or "Bulk" (bulk/incoming/)."""
+        found = [(k, v) for k, v in self.resources("AWS::SQS::Queue").items() if k.startswith(construct)]
+        assert len(found) == 1, f"expected one queue of {construct}, found {[k for k, _ in found]}"
+        return found[0]
+
     def dsr_state_machine(self) -> tuple[str, dict[str, Any]]:
         """The DSR workflow (statemachines/dsr.asl.json); bulk intake's (infra/bulk.py) is the other one."""
         found = [

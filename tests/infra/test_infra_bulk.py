@@ -109,6 +109,54 @@ def test_files_under_bulk_incoming_only_start_a_batch(synth):
     assert bucket["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
 
 
+def test_a_file_event_that_cannot_start_its_batch_lands_in_the_bulk_dead_letter_queue(synth):
+    """Undelivered for a day (EventBridge's retries), or still failing after Lambda's own retries: the S3 event
+    waits in the bulk DLQ, which is TLS-only, encrypted, alarmed and named in the outputs, never dropped."""
+    coordinator_id, _ = synth.function("bulk")
+    dlq_id, dlq = synth.queue("Bulk")
+    dlq_arn = {"Fn::GetAtt": [dlq_id, "Arn"]}
+    (rule,) = [
+        v
+        for v in synth.resources("AWS::Events::Rule").values()
+        if v["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]
+    ]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": dlq_arn}
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+    (config,) = [
+        c["Properties"]
+        for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": coordinator_id}
+    ]
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == dlq_arn
+    assert config["MaximumRetryAttempts"] == 2
+    role_id = synth.function("bulk")[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    sends = [s for s in synth.role_statements(role_id) if "sqs:SendMessage" in synth.actions(s)]
+    assert [s["Resource"] for s in sends] == [dlq_arn]
+    # Encrypted (SQS-managed: the events hold object names only) and TLS only; EventBridge may send for this
+    # rule alone.
+    assert dlq["Properties"]["SqsManagedSseEnabled"] is True
+    assert dlq["Properties"]["MessageRetentionPeriod"] == 14 * 86400
+    (policy,) = [
+        p for p in synth.resources("AWS::SQS::QueuePolicy").values() if {"Ref": dlq_id} in p["Properties"]["Queues"]
+    ]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+    )
+    (send,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    rule_id = next(k for k, v in synth.resources("AWS::Events::Rule").items() if v == rule)
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+    (alarm,) = [
+        a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions") == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+    ]
+    assert alarm["AlarmName"] == "dsrflow-dev-bulk-dead-letters" and alarm["Threshold"] == 1
+    assert "BulkDeadLetterQueueUrl" in synth.json["Outputs"]
+
+
 def test_bulk_files_are_encrypted_and_expire_with_the_request_data(synth):
     _, bucket = synth.archive_bucket()
     rules = {r["Id"]: r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}

@@ -127,7 +127,7 @@ def test_request_validation_is_the_documents(synth):
         }
         assert method.get("RequestParameters", {}) == expected, key
         body = operation.get("requestBody")
-        if body and body.get("required"):
+        if body and body.get("required") and "application/json" in body["content"]:
             schema = body["content"]["application/json"]["schema"]
             name = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else schema["title"]
             model_id, model = models[name]
@@ -135,8 +135,9 @@ def test_request_validation_is_the_documents(synth):
             built = {k: v for k, v in model["Schema"].items() if k not in ("$schema", "title")}
             assert built == gateway_schema(schema, components), key
             assert model["Schema"]["$schema"] == "http://json-schema.org/draft-04/schema#"
-        else:  # an optional body (approve, retry, cancel) or none: intake alone validates it
+        else:  # an optional body (approve, retry, cancel), none, or JSON Lines (bulk): intake alone validates it
             assert "RequestModels" not in method, key
+    assert "RequestModels" not in _routes(synth)[("POST", "/requests/bulk")]
     # What the old hand-written model checked is still checked, now from the document.
     request = models["DsrRequest"][1]["Schema"]
     assert set(request["required"]) == {"actions", "subject"}
@@ -191,7 +192,7 @@ def test_api_gateway_account_logging_role(synth):
 
 def test_crm_rule_pattern_and_target(synth):
     intake_id, _ = synth.function("intake")
-    dlq_id, _ = synth.one("AWS::SQS::Queue")
+    dlq_id, _ = synth.queue("Triggers")
     _, rule = synth.crm_rule()
     props = rule["Properties"]
     assert props["EventBusName"] == "default"
@@ -204,8 +205,12 @@ def test_crm_rule_pattern_and_target(synth):
 
 def test_failed_async_invocations_of_intake_land_in_the_dlq(synth):
     intake_id, _ = synth.function("intake")
-    dlq_id, _ = synth.one("AWS::SQS::Queue")
-    _, config = synth.one("AWS::Lambda::EventInvokeConfig")
+    dlq_id, _ = synth.queue("Triggers")
+    (config,) = [
+        c
+        for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": intake_id}
+    ]
     props = config["Properties"]
     assert props["FunctionName"] == {"Ref": intake_id}
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
@@ -220,7 +225,7 @@ def test_failed_async_invocations_of_intake_land_in_the_dlq(synth):
 
 def test_dlq_encrypted_and_tls_only(synth):
     key_id, _ = synth.archive_key()
-    dlq_id, dlq = synth.one("AWS::SQS::Queue")
+    dlq_id, dlq = synth.queue("Triggers")
     assert dlq["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
     (policy,) = [
         p for p in synth.resources("AWS::SQS::QueuePolicy").values() if {"Ref": dlq_id} in p["Properties"]["Queues"]
@@ -244,11 +249,12 @@ def test_dlq_encrypted_and_tls_only(synth):
 
 
 def test_dlq_depth_alarm(synth):
-    dlq_id, _ = synth.one("AWS::SQS::Queue")
+    dlq_id, _ = synth.queue("Triggers")
     alarms = [
         a["Properties"]
         for a in synth.resources("AWS::CloudWatch::Alarm").values()
         if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and a["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": [dlq_id, "QueueName"]}
     ]
     assert len(alarms) == 1
     alarm = alarms[0]

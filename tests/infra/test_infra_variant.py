@@ -69,7 +69,7 @@ def test_account_logging_role_left_to_the_account_when_asked(variant):
 
 def test_alarms_notify_the_topic(variant):
     alarms = variant.resources("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 5  # infra/observability.py (2), infra/watch.py (3)
+    assert len(alarms) == 6  # infra/observability.py (3: both dead-letter queues, the executions), infra/watch.py (3)
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == ["arn:aws:sns:eu-west-1:123456789012:privacy-pager"]
 

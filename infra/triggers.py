@@ -112,8 +112,8 @@ def _body_schema(operation: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
     """(model name, draft-4 schema) of an operation's required JSON body; None when the body is optional
     (an absent body is valid there, and API Gateway would check even an absent one against a model)."""
     body = operation.get("requestBody")
-    if not body or not body.get("required"):
-        return None
+    if not body or not body.get("required") or "application/json" not in body["content"]:
+        return None  # also a body that is not JSON (POST /requests/bulk: JSON Lines, checked by the function)
     schema = body["content"]["application/json"]["schema"]
     name = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else schema["title"]
     return name, gateway_schema(schema, api_document().get("components", {}).get("schemas", {}))

@@ -111,5 +111,16 @@ def test_parameters_and_bodies(generated):
     assert set(paths["/requests"]["post"]["responses"]) >= {"200", "202", "409"}
 
 
+def test_the_bulk_body_is_declared_as_json_lines(generated):
+    from core.bulk import MAX_BATCH_BYTES
+
+    body = generated["paths"]["/requests/bulk"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert set(body["content"]) == {"application/x-ndjson"}  # not JSON: API Gateway gets no model for it
+    schema = body["content"]["application/x-ndjson"]["schema"]
+    assert schema == {"type": "string", "maxLength": MAX_BATCH_BYTES}
+    assert "DsrRequest" in body["description"]
+
+
 def test_the_document_is_plain_json():
     json.loads(OPENAPI_DOCUMENT.read_text(encoding="utf-8"))

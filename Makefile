@@ -39,20 +39,20 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The cdk CLI too: tests/infra runs a real `cdk synth`. In two runs: the suites that do not depend on real time
-# on both cores (pytest-xdist), then the time-scaled ones serially: the workflow tests and the fault matrix run
-# vendor days in seconds (`python -m local demo` at 345600x), and with both cores busy a compressed deadline can
-# pass while a step waits for CPU (the fault matrix runs its own workers: DSRFLOW_FAULT_WORKERS). With
-# PYTEST_ARGS (a path, -k, -x, ...) it is one run of exactly that. tests/unit/test_static_gates.py checks that
-# the two lists hold every test folder.
+# The cdk CLI too: tests/infra runs a real `cdk synth`. One run on both cores (pytest-xdist). The workflow tests
+# and the fault matrix run vendor days in seconds (`python -m local demo` at 345600x); they share the cores with
+# the rest, because a look is judged at the moment its schedule placed it (core/tasks.judged_when_due), not when
+# a busy core got to it, so a compressed deadline does not pass while a step waits for CPU (the fault matrix
+# spreads its cells over xdist's workers: DSRFLOW_FAULT_WORKERS). The two lists say which suites are time-scaled;
+# with PYTEST_ARGS (a path, -k, -x, ...) it is one run of exactly that. tests/unit/test_static_gates.py checks
+# that the two lists hold every test folder.
 TESTS_PARALLEL := tests/unit tests/infra tests/contract
 TESTS_TIMED    := tests/workflow tests/faults
 # tests/infra synthesizes deployable stacks, which ship the precompiled code asset: it is built first (well
 # under a second; it needs the Lambda's Python, see LAMBDA_PYTHON_BIN).
 test: $(STAMP) $(CDK_STAMP) functions-asset
 ifeq ($(strip $(PYTEST_ARGS)),)
-	$(PY) -m pytest -n 2 $(TESTS_PARALLEL)
-	$(PY) -m pytest $(TESTS_TIMED)
+	$(PY) -m pytest -n 2 $(TESTS_PARALLEL) $(TESTS_TIMED)
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif

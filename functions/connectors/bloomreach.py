@@ -48,6 +48,8 @@ from core.errors import ArchiveInvalid, ArchiveTransferError, UnsupportedAction,
 from core.model import Model
 from core.verify import top_level_summary  # bounded-memory JSON top level; re-exported for callers
 
+# The vendor HTTP client (core.http, requests) is imported in the methods that call the vendor: intake and
+# bulk_item load this module only to ask the class what a subject lacks (cannot_act_on), and never call it.
 if TYPE_CHECKING:
     import requests
 

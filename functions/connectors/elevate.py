@@ -45,6 +45,8 @@ from core.clock import iso_z
 from core.errors import DETAIL_LIMIT, ArchiveInvalid, UnsupportedAction, VendorError, cap
 from core.safe import UNDOCUMENTED, holds_subject, safe_id, safe_word, shown_word
 
+# The vendor HTTP client (core.http, requests) is imported in the methods that call the vendor: intake and
+# bulk_item load this module only to ask the class what a subject lacks (cannot_act_on), and never call it.
 if TYPE_CHECKING:
     import requests
 

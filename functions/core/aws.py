@@ -8,12 +8,18 @@ retries and endpoints, and the same event hooks (X-Ray's patch, moto's stubber i
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from botocore.config import Config
     from botocore.session import Session
+
+
+# A botocore session is not thread-safe (its credential and component lookups), while its clients are: clients
+# are created one at a time (the local engine runs many executions' tasks on threads).
+_creating = threading.Lock()
 
 
 @cache
@@ -25,7 +31,8 @@ def session() -> Session:
 
 def client(service: str, config: Config | None = None, **kwargs: Any) -> Any:
     """A new client for `service` (callers cache it: a client is the expensive part, the session is shared)."""
-    return session().create_client(service, config=config, **kwargs)
+    with _creating:
+        return session().create_client(service, config=config, **kwargs)
 
 
 def reset() -> None:

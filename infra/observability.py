@@ -30,37 +30,36 @@ class Observability(Construct):
         super().__init__(scope, construct_id)
         period = Duration.minutes(5)
 
-        self.dlq_alarm = cloudwatch.Alarm(
-            self,
+        def not_empty(alarm_id: str, name: str, description: str, queue: sqs.IQueue) -> cloudwatch.Alarm:
+            """Fires while a dead-letter queue holds a message: each one is work that did not start."""
+            return cloudwatch.Alarm(
+                self,
+                alarm_id,
+                alarm_name=f"dsrflow-{stage}-{name}",
+                alarm_description=description,
+                metric=queue.metric_approximate_number_of_messages_visible(
+                    period=period, statistic=cloudwatch.Stats.MAXIMUM
+                ),
+                threshold=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+
+        self.dlq_alarm = not_empty(
             "IntakeDeadLetters",
-            alarm_name=f"dsrflow-{stage}-intake-dead-letters",
-            alarm_description=(
-                "A CRM request could not be delivered to intake: it waits in the dead-letter queue "
-                "(14 days). Fix the cause, then redrive the queue."
-            ),
-            metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=period, statistic=cloudwatch.Stats.MAXIMUM
-            ),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "intake-dead-letters",
+            "A CRM request could not be delivered to intake: it waits in the dead-letter queue "
+            "(14 days). Fix the cause, then redrive the queue.",
+            dead_letter_queue,
         )
-        self.bulk_dlq_alarm = cloudwatch.Alarm(
-            self,
+        self.bulk_dlq_alarm = not_empty(
             "BulkDeadLetters",
-            alarm_name=f"dsrflow-{stage}-bulk-dead-letters",
-            alarm_description=(
-                "A file put under bulk/incoming/ did not start its batch: its S3 event waits in the bulk "
-                "dead-letter queue (14 days). Fix the cause, then redrive the queue (a batch never starts twice)."
-            ),
-            metric=bulk_dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=period, statistic=cloudwatch.Stats.MAXIMUM
-            ),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "bulk-dead-letters",
+            "A file put under bulk/incoming/ did not start its batch: its S3 event waits in the bulk "
+            "dead-letter queue (14 days). Fix the cause, then start the batch again (OPERATIONS.md, Bulk intake: "
+            "a line started before is not started twice).",
+            bulk_dead_letter_queue,
         )
         # Vendor failures are caught and recorded in the manifest; an execution itself fails only when
         # finalize cannot write it, so any failed or timed-out execution needs a human. Aborted executions are

@@ -7,8 +7,8 @@ value for `max_age` seconds, so a rotated secret is picked up without a cold sta
 
 from __future__ import annotations
 
-import threading
 import time
+from functools import cache
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,18 +18,17 @@ from core.errors import ConfigError
 from core.settings import settings
 
 _KNOWN_CODES = ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException")
-_lock = threading.Lock()
-_client: list[Any] = []  # the Secrets Manager client, built at the first read
 _values: dict[str, tuple[float, str]] = {}  # secret id -> (read at, monotonic; the value)
+
+
+@cache
+def _secrets_manager() -> Any:
+    return aws.client("secretsmanager")
 
 
 def _read(secret_id: str) -> str | None:
     """The secret's text, None where it holds only a binary value."""
-    with _lock:
-        if not _client:
-            _client.append(aws.client("secretsmanager"))
-        client = _client[0]
-    value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    value = _secrets_manager().get_secret_value(SecretId=secret_id).get("SecretString")
     return value if isinstance(value, str) else None
 
 
@@ -65,6 +64,5 @@ def vendor_credentials(vendor: str) -> Any:
 
 
 def clear_cache() -> None:
-    with _lock:
-        _client.clear()
-        _values.clear()
+    _secrets_manager.cache_clear()
+    _values.clear()

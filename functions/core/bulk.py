@@ -16,7 +16,7 @@ A batch is one execution of statemachines/bulk.asl.json (a Step Functions Distri
 Idempotency: a line without a request id gets one derived from what it asks (DsrRequest.fingerprint, keyed
 with the deployment's KMS HMAC key: not guessable from an email), so a re-submitted batch, the same line in
 another batch, or two identical lines in one batch start one request; the others answer "already started"
-(intake's duplicate detection). A line that reuses a request id for a different request answers "conflict".
+(intake's duplicate detection; within one batch, the first such line is the one listed "started"). A line that reuses a request id for a different request answers "conflict".
 """
 
 from __future__ import annotations
@@ -168,8 +168,21 @@ def process_line(
 
 
 def result_rows(refs: Iterable[LineRef], rows: dict[int, Row]) -> list[Row]:
-    """Every indexed line in order: its row, or "not processed" where its item step failed."""
-    return [rows.get(ref.line) or Row(line=ref.line, status="not processed") for ref in refs]
+    """Every indexed line in order: its row, or "not processed" where its item step failed.
+
+    Lines of one batch that ask the same request run at once, so which of them started it is a race: one row
+    says "started", the others "already started". The file says it in line order, whatever the race: the
+    first such line "started", the later ones "already started" (one request was started either way)."""
+    out = [rows.get(ref.line) or Row(line=ref.line, status="not processed") for ref in refs]
+    started = {row.request_id for row in out if row.status == "started" and row.request_id is not None}
+    first: set[str] = set()
+    for i, row in enumerate(out):
+        if row.request_id is not None and row.request_id in started and row.status in ("started", "already started"):
+            status: Status = "already started" if row.request_id in first else "started"
+            first.add(row.request_id)
+            if status != row.status:
+                out[i] = row.model_copy(update={"status": status})
+    return out
 
 
 def summary(rows: Iterable[Row]) -> dict[str, int]:

@@ -157,6 +157,26 @@ def test_result_rows_list_every_line_in_order_and_a_missing_row_as_not_processed
     assert parsed[1] == {"line": 2, "status": "not processed", "request_id": None, "errors": []}
 
 
+def test_lines_of_one_batch_asking_one_request_list_the_first_as_started_whichever_won_the_race():
+    refs = bulk.index_lines(b"{}\n{}\n{}\n{}\n{}\n")
+    rows = {
+        1: bulk.Row(line=1, status="already started", request_id="dsr-a"),  # line 4 started it, by the race
+        2: bulk.Row(line=2, status="already started", request_id="dsr-old"),  # an earlier batch started it
+        3: bulk.Row(line=3, status="invalid"),
+        4: bulk.Row(line=4, status="started", request_id="dsr-a"),
+        5: bulk.Row(line=5, status="already started", request_id="dsr-a"),
+    }
+    out = bulk.result_rows(refs, rows)
+    assert [(r.line, r.status, r.request_id) for r in out] == [
+        (1, "started", "dsr-a"),
+        (2, "already started", "dsr-old"),
+        (3, "invalid", None),
+        (4, "already started", "dsr-a"),
+        (5, "already started", "dsr-a"),
+    ]
+    assert bulk.summary(out)["started"] == 1  # one request started, as before the relabelling
+
+
 def test_the_bulk_asl_keeps_lines_out_of_the_map_items_and_sets_rate_and_threshold():
     from statemachines import BULK_ASL_FILE
 

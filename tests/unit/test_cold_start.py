@@ -95,6 +95,8 @@ def test_without_the_lambdas_python_the_layer_is_not_built_and_says_why(tmp_path
 # the connectors): module -> the handlers whose import may load it.
 VENDOR_TASKS = frozenset({"submit", "check", "collect"})
 JOB_LOOP = VENDOR_TASKS | {"approval", "park", "record", "finalize", "package"}  # the tasks that take a Runtime
+# The vendor tasks, and approval: job_task wraps its step at import, and the invocation deadline lives in core.http.
+HTTP_USERS = VENDOR_TASKS | {"approval"}
 LATE: dict[str, frozenset[str]] = {
     # No handler: botocore's clients (core/aws.py), the ledger's own codec (core/dynamo.py) and the secret cache
     # (core/secrets.py) replace boto3 and Powertools' parameters, which import boto3 and s3transfer.
@@ -106,8 +108,8 @@ LATE: dict[str, frozenset[str]] = {
     "connectors.registry": VENDOR_TASKS | {"intake", "bulk_item"},  # intake and bulk_item list the vendors
     # The vendors' HTTP client: the connectors import it where they call a vendor, so intake and bulk_item, which
     # only ask a connector class what a subject lacks, never load it; job_task's invocation deadline does.
-    "requests": JOB_LOOP - {"park", "record", "finalize", "package"},
-    "core.http": JOB_LOOP - {"park", "record", "finalize", "package"},
+    "requests": HTTP_USERS,
+    "core.http": HTTP_USERS,
     "connectors.elevate": frozenset(),  # a connector module: at its first use (registry.connector_class)
     "core.tasks": JOB_LOOP,  # the job loop and its models: not the callback route, the sweep or bulk intake
     "core.ledger": frozenset(set(HANDLERS) - {"callback"}),
@@ -145,10 +147,7 @@ def test_tracing_patches_the_vendor_http_client_only_in_the_vendor_tasks(name: s
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "aws_xray_sdk" in loaded  # tracing is on in this run: the check below means something
-    # The vendor tasks; approval wraps its step with job_task at import, whose invocation deadline lives in
-    # core.http (see LATE).
-    http_users = VENDOR_TASKS | {"approval"}
-    if name not in http_users:
+    if name not in HTTP_USERS:
         assert "requests" not in loaded and "http.cookiejar" not in loaded, name
 
 
